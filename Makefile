@@ -1,0 +1,26 @@
+# Two entry points: `make demo` (main job on the embedded easy-VQA data) and `make test`.
+# Both create/refresh .venv first; the stamp makes the refresh a no-op when nothing changed.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+export DS_ACCELERATOR ?= $(shell $(PYTHON) -c "import shutil;print('cuda' if shutil.which('nvidia-smi') else 'cpu')" 2>/dev/null)
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+
+.PHONY: venv demo test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m launcher.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
