@@ -1,0 +1,1 @@
+"""Model code: backbone (CNN trunks), visual (pixel tokens), text (BERT), model (PixelBert), heads."""
