@@ -1,0 +1,60 @@
+"""VQA fine-tuning: binary cross-entropy of the answer logits against soft VQA scores.
+
+The targets are soft (an answer given by 2 of 10 humans scores 0.6), so each answer is an
+independent binary decision rather than one softmax class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixelbert.batch import Batch
+
+__all__ = ["VQATask", "vqa_soft_score"]
+
+
+def vqa_soft_score(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) VQA score of the arg-max answer: its soft target (1.0, 0.9, 0.6, 0.3 or 0)."""
+    return targets.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+class VQATask:
+    """Loss ``BCE(vqa_logits (B, A), vqa_targets (B, A))``; metrics ``vqa_loss``, ``vqa_score``.
+
+    ``reduction="scaled"`` (default) sums over answers and averages over questions, i.e.
+    the element mean times A. A plain mean over B*A elements divides every answer's
+    gradient by A (3129 on VQA v2), so the signal would shrink with the vocabulary; the
+    scaled form is the usual VQA loss (bottom-up attention, UNITER, ViLT) the paper-style
+    learning rates are tuned for. ``reduction="mean"`` gives the plain element mean.
+    """
+
+    name = "vqa"
+
+    def __init__(self, reduction: str = "scaled"):
+        if reduction not in ("scaled", "mean"):
+            raise ValueError(f"VQATask: reduction must be 'scaled' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+
+    def _logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        out = model(batch, sample_pixels=False)  # fine-tuning sees all pixels
+        return model.vqa_logits(out)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        targets = batch.vqa_targets
+        if targets is None:
+            raise ValueError("vqa task: batch.vqa_targets is None (the loader must give soft answer scores)")
+        logits = self._logits(model, batch).float()  # fp32 loss under bf16 autocast
+        if logits.shape != targets.shape:
+            raise ValueError(f"vqa task: logits {tuple(logits.shape)} but vqa_targets {tuple(targets.shape)}")
+        targets = targets.to(logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
+        if self.reduction == "scaled":
+            loss = loss * targets.shape[1]
+        score = vqa_soft_score(logits.detach(), targets).mean()
+        return loss, {"vqa_loss": loss.detach(), "vqa_score": score}
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """(B,) index of the predicted answer in the answer vocabulary."""
+        return self._logits(model, batch).argmax(dim=1)
