@@ -253,6 +253,9 @@ def evaluate_vqa(
         predictions = load_vqa_results(predictions)
     else:
         predictions = {_as_qid(k, "predictions"): v for k, v in predictions.items()}
+        bad = next((q for q, a in predictions.items() if not isinstance(a, str)), None)
+        if bad is not None:
+            raise VQAFormatError(f"predictions: answer of question {bad} must be a string, got {predictions[bad]!r}")
     gts = load_vqa_annotations(annotations)
     if questions is not None:
         missing_q = set(gts) - _question_ids(questions)

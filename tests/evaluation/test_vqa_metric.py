@@ -138,6 +138,12 @@ def test_missing_predictions_fail_in_one_line_unless_subset_allowed(tmp_path):
     assert metrics["num_questions"] == 2
 
 
+def test_non_string_predicted_answer_fails(tmp_path):
+    q_path, a_path = _official_files(tmp_path)
+    with pytest.raises(VQAFormatError, match="answer of question 2 must be a string"):
+        evaluate_vqa({1: "yes", 2: 3, 3: "red", 4: "no"}, q_path, a_path)
+
+
 def test_predictions_for_unknown_questions_fail(tmp_path):
     q_path, a_path = _official_files(tmp_path)
     with pytest.raises(VQAFormatError, match="not in the annotations"):
