@@ -1,0 +1,155 @@
+"""CNN trunks by name, all from torchvision's ResNet class, with an exact pixel mask.
+
+A batch pads images of different sizes to its largest H x W. Left alone, a convolution near
+an image's border would see the neighbouring padding (non-zero after BatchNorm) where the same
+image run alone sees zero padding, so its features would depend on what it was batched with.
+The trunk therefore zeroes everything outside each image's valid area before every layer that
+mixes neighbouring positions (3x3/7x7 convs, max-pools), and tracks each image's valid size
+through every stride-2 step. The result: an image's valid features are the same, batched or
+alone (eval mode; in train mode BatchNorm's batch statistics still see the padding, which
+``frozen_bn`` avoids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops import FrozenBatchNorm2d
+
+from pixelbert.config import ModelConfig, resolve_package_path
+
+__all__ = ["BACKBONES", "ResNetTrunk", "build_backbone", "load_backbone_weights", "size_after", "size_mask"]
+
+# name -> (block, blocks per stage, groups, width_per_group)
+BACKBONES: dict[str, tuple[type[nn.Module], list[int], int, int]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2], 1, 64),
+    "resnet34": (BasicBlock, [3, 4, 6, 3], 1, 64),
+    "resnet50": (Bottleneck, [3, 4, 6, 3], 1, 64),
+    # ResNeXt-152 of the paper; width per group is unconfirmed (see the README).
+    "resnext152_32x8d": (Bottleneck, [3, 8, 36, 3], 32, 8),
+    "resnext152_32x4d": (Bottleneck, [3, 8, 36, 3], 32, 4),
+}
+
+
+def size_after(sizes: torch.Tensor, stride: int) -> torch.Tensor:
+    """Valid size after a stride-2 layer of torchvision's ResNet: ceil(n / 2).
+
+    Every stride-2 layer there (7x7/2 pad 3, 3x3/2 pad 1, 1x1/2 pad 0, max-pool 3/2 pad 1)
+    gives floor((n - 1) / 2) + 1 = ceil(n / 2) outputs for n inputs.
+    """
+    return sizes if stride == 1 else torch.div(sizes + stride - 1, stride, rounding_mode="floor")
+
+
+def size_mask(sizes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(I, 2) valid (h, w) -> (I, height, width) bool, True inside each image's valid top-left area."""
+    rows = torch.arange(height, device=sizes.device)[None, :, None] < sizes[:, 0, None, None]
+    cols = torch.arange(width, device=sizes.device)[None, None, :] < sizes[:, 1, None, None]
+    return rows & cols
+
+
+def _masked(x: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
+    if sizes is None:
+        return x
+    return x * size_mask(sizes, x.shape[-2], x.shape[-1]).unsqueeze(1).to(x.dtype)
+
+
+class ResNetTrunk(ResNet):
+    """torchvision ResNet without avgpool/fc, cut after ``layer{feature_stage}``.
+
+    Parameter names stay those of torchvision (conv1, bn1, layer1.0.conv1, ...) so ImageNet
+    checkpoints load unchanged.
+    """
+
+    def __init__(self, block, layers: list[int], feature_stage: int = 4, **kwargs) -> None:
+        super().__init__(block, layers, **kwargs)
+        del self.avgpool, self.fc
+        for stage in range(feature_stage + 1, 5):
+            delattr(self, f"layer{stage}")
+        self.feature_stage = feature_stage
+        self.out_channels = {1: 64, 2: 128, 3: 256, 4: 512}[feature_stage] * block.expansion
+        self.stride = 2 ** (feature_stage + 1)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i}") for i in range(1, self.feature_stage + 1)]
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (I, 3, H, W), sizes (I, 2) valid (h, w) or None (no padding).
+
+        Returns features (I, C, H/s, W/s) (ceil) and their valid sizes (I, 2) (None in, None out).
+        Features outside the valid area are zero.
+        """
+        x = self.conv1(_masked(x, sizes))
+        sizes = None if sizes is None else size_after(sizes, 2)
+        x = self.relu(self.bn1(x))
+        # Post-ReLU features are >= 0, so zero padding is neutral for the max-pool.
+        x = self.maxpool(_masked(x, sizes))
+        sizes = None if sizes is None else size_after(sizes, 2)
+        for stage in self.stages():
+            for block in stage:
+                x, sizes = _block_forward(block, x, sizes)
+        return _masked(x, sizes), sizes
+
+
+def _block_forward(block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None):
+    """BasicBlock/Bottleneck forward with the padding zeroed before each spatial conv."""
+    x = _masked(x, sizes)
+    stride = block.stride
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn1(block.conv1(x)))
+        out = block.relu(block.bn2(block.conv2(_masked(out, sizes))))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.relu(block.bn1(block.conv1(x)))
+        out = block.bn2(block.conv2(_masked(out, size_after(sizes, stride) if sizes is not None else None)))
+    identity = block.downsample(x) if block.downsample is not None else x
+    return block.relu(out + identity), (None if sizes is None else size_after(sizes, stride))
+
+
+def load_backbone_weights(trunk: ResNetTrunk, path: str) -> None:
+    """Load a local ImageNet checkpoint; fc.* and stages beyond the trunk are ignored.
+
+    Any other missing or unexpected key raises ValueError naming the file, so a checkpoint of
+    the wrong architecture never loads silently.
+    """
+    path = resolve_package_path(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):  # common wrappers around a plain state dict
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    dropped = tuple(["fc."] + [f"layer{i}." for i in range(trunk.feature_stage + 1, 5)])
+    state = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    result = trunk.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{path}: does not match the trunk: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+
+
+def build_backbone(cfg: ModelConfig) -> tuple[ResNetTrunk, int]:
+    """The trunk named by ``cfg.backbone`` and its output channels.
+
+    Build on ``torch.device("meta")`` to count parameters of large trunks without memory.
+    """
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r} (known: {', '.join(BACKBONES)})")
+    block, layers, groups, width = BACKBONES[cfg.backbone]
+    norm = FrozenBatchNorm2d if cfg.frozen_bn else nn.BatchNorm2d
+    trunk = ResNetTrunk(
+        block, layers, feature_stage=cfg.feature_stage, groups=groups, width_per_group=width, norm_layer=norm
+    )
+    if cfg.backbone_weights:
+        load_backbone_weights(trunk, cfg.backbone_weights)
+    return trunk, trunk.out_channels

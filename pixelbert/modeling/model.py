@@ -1,0 +1,285 @@
+"""PixelBert: CNN trunk -> pixel tokens, joined with text tokens in ONE BERT encoder.
+
+Sequence per text row: ``[CLS] w1..wn [SEP] (text padding) v1..vk (pixel padding)``, with a
+joint attention mask, so padded text and padded pixels are never attended to. The CNN runs
+once per image; text rows pick their image's tokens through ``image_index``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+
+from pixelbert.batch import Batch
+from pixelbert.config import Config, ModelConfig, config_from_dict
+from pixelbert.modeling.backbone import build_backbone
+from pixelbert.modeling.heads import build_heads, init_bert_weights
+from pixelbert.modeling.text import bert_config_dict, build_text_model
+from pixelbert.modeling.tokenizer import load_tokenizer
+from pixelbert.modeling.visual import PixelEmbedding, PixelTokens, valid_sizes
+
+__all__ = ["PixelBert", "PixelBertOutput", "build_model", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "pixelbert_config.json"
+
+
+@dataclass
+class PixelBertOutput:
+    """Joint encoder output for B text rows (L text positions, N pixel positions).
+
+    hidden (B, L+N, D); attention_mask (B, L+N) bool, True where attended; text_length L;
+    pixel_index (B, N) flat cell index into the (h, w) feature grid, None when every cell is
+    a token (then token L+j is cell j, row-major); pixel_grid (I, h, w) bool valid cells per
+    image; image_index (B,) the image of every row; attentions: one (B, heads, L+N, L+N)
+    tensor per layer when asked for, else None.
+    """
+
+    hidden: torch.Tensor
+    attention_mask: torch.Tensor
+    text_length: int
+    pixel_index: torch.Tensor | None
+    pixel_grid: torch.Tensor
+    image_index: torch.Tensor
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+    @property
+    def cls(self) -> torch.Tensor:
+        """(B, D) the [CLS] state."""
+        return self.hidden[:, 0]
+
+    @property
+    def text_hidden(self) -> torch.Tensor:
+        """(B, L, D)."""
+        return self.hidden[:, : self.text_length]
+
+    @property
+    def pixel_hidden(self) -> torch.Tensor:
+        """(B, N, D)."""
+        return self.hidden[:, self.text_length :]
+
+
+class PixelBert(nn.Module):
+    """The Pixel-BERT model, built only from a ModelConfig.
+
+    Submodules: ``backbone`` (CNN trunk; its parameters are the ``backbone.*`` ones, trained
+    with SGD in the paper), ``visual`` (pixel tokens), ``bert`` (HF BertModel: embeddings +
+    encoder), ``heads`` (ModuleDict of the configured heads).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        self.backbone, channels = build_backbone(config)
+        self.bert = build_text_model(config)
+        bert_cfg = self.bert.config
+        self.visual = PixelEmbedding(channels, bert_cfg.hidden_size, config, bert_cfg.layer_norm_eps)
+        init_bert_weights(self.visual, bert_cfg.initializer_range)
+        nn.init.normal_(self.visual.semantic, std=bert_cfg.initializer_range)
+        self.heads = build_heads(list(config.heads), bert_cfg, self.bert.embeddings.word_embeddings, config.num_answers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.bert.config.hidden_size
+
+    @property
+    def pixel_stride(self) -> int:
+        """Input pixels per token side: token (r, c) covers image rows [r*s, (r+1)*s), same for columns."""
+        return self.backbone.stride * (2 if self.visual.pool is not None else 1)
+
+    # ----------------------------------------------------------------- encoding
+    def encode_images(
+        self,
+        images: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        sample_pixels: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> PixelTokens:
+        """images (I, 3, H, W), pixel_mask (I, H, W) bool (None: no padding) -> PixelTokens (I, N, D).
+
+        Random pixel sampling (model.pixel_samples per image) only when sample_pixels is set
+        and the model is in training mode; evaluation and fine-tuning see every pixel.
+        """
+        sizes = None
+        if pixel_mask is not None and not bool(pixel_mask.all()):
+            sizes = valid_sizes(pixel_mask)
+        features, sizes = self.backbone(images, sizes)
+        k = self.config.pixel_samples if (sample_pixels and self.training) else None
+        return self.visual(features, sizes, k, generator)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text only: (B, L) ids -> (B, L, D), the same as BertModel's last_hidden_state."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.bert.embeddings(input_ids=input_ids)
+        return self._encode(hidden, attention_mask.bool(), output_attentions=False)[0]
+
+    def forward_tokens(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixels: PixelTokens,
+        image_index: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> PixelBertOutput:
+        """Fuse text rows with precomputed pixel tokens (e.g. cached once per image for retrieval).
+
+        input_ids, attention_mask (B, L); pixels for I images; image_index (B,) the image of
+        each row (None: row i <-> image i).
+        """
+        rows = image_index if image_index is not None else torch.arange(input_ids.shape[0], device=input_ids.device)
+        text = self.bert.embeddings(input_ids=input_ids)  # word + position + token type 0, LayerNorm
+        hidden = torch.cat([text, pixels.tokens[rows].to(text.dtype)], dim=1)
+        mask = torch.cat([attention_mask.bool(), pixels.mask[rows]], dim=1)
+        hidden, attentions = self._encode(hidden, mask, output_attentions)
+        return PixelBertOutput(
+            hidden=hidden,
+            attention_mask=mask,
+            text_length=input_ids.shape[1],
+            pixel_index=None if pixels.index is None else pixels.index[rows],
+            pixel_grid=pixels.grid,
+            image_index=rows,
+            attentions=attentions,
+        )
+
+    def forward(
+        self,
+        batch: Batch,
+        sample_pixels: bool = False,
+        generator: torch.Generator | None = None,
+        output_attentions: bool = False,
+        pixels: PixelTokens | None = None,
+    ) -> PixelBertOutput:
+        """Batch -> joint hidden states. ``pixels``: reuse tokens from ``encode_images`` instead of the images."""
+        if pixels is None:
+            pixels = self.encode_images(batch.images, batch.pixel_mask, sample_pixels, generator)
+        return self.forward_tokens(
+            batch.input_ids, batch.attention_mask, pixels, batch.row_images(), output_attentions
+        )
+
+    def _encode(self, hidden: torch.Tensor, mask: torch.Tensor, output_attentions: bool):
+        """hidden (B, S, D), mask (B, S) bool -> ((B, S, D), per-layer attentions or None)."""
+        if not output_attentions:
+            ext = create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=mask)
+            return self.bert.encoder(hidden, attention_mask=ext).last_hidden_state, None
+        captured: list[torch.Tensor] = []
+        hooks = [
+            layer.attention.self.register_forward_hook(lambda _m, _i, out: captured.append(out[1]))
+            for layer in self.bert.encoder.layer
+        ]
+        try:
+            with self._eager_attention():  # fused kernels (sdpa) never materialise the weights
+                ext = create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=mask)
+                out = self.bert.encoder(hidden, attention_mask=ext).last_hidden_state
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return out, tuple(captured)
+
+    @contextmanager
+    def _eager_attention(self):
+        config = self.bert.config
+        previous = config._attn_implementation
+        config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            config._attn_implementation = previous
+
+    # -------------------------------------------------------------------- heads
+    def _head(self, name: str) -> nn.Module:
+        if name not in self.heads:
+            raise KeyError(f"the model has no '{name}' head (model.heads = {list(self.heads)})")
+        return self.heads[name]
+
+    def mlm_logits(self, out: PixelBertOutput, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, V) vocabulary logits; with positions (B, L) bool, only those: (M, V)."""
+        text = out.text_hidden
+        return self._head("mlm")(text if positions is None else text[positions])
+
+    def itm_logits(self, out: PixelBertOutput) -> torch.Tensor:
+        """(B, 2) image-text match logits (class 1 = match)."""
+        return self._head("itm")(out.cls)
+
+    def retrieval_scores(self, out: PixelBertOutput) -> torch.Tensor:
+        """(B,) ranking score: the ITM match log-odds (logit 1 - logit 0), monotone in P(match)."""
+        logits = self.itm_logits(out)
+        return logits[:, 1] - logits[:, 0]
+
+    def vqa_logits(self, out: PixelBertOutput) -> torch.Tensor:
+        """(B, A) answer logits."""
+        return self._head("vqa")(out.cls)
+
+    def nlvr2_logits(self, out: PixelBertOutput) -> torch.Tensor:
+        """(B/2, 2) from the [CLS] of rows 2i (image 0) and 2i+1 (image 1)."""
+        return self._head("nlvr2")(out.cls)
+
+    def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
+        """Trainable parameters by optimiser: {"cnn": backbone.*, "transformer": everything else}."""
+        groups: dict[str, dict[str, nn.Parameter]] = {"cnn": {}, "transformer": {}}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                groups["cnn" if name.startswith("backbone.") else "transformer"][name] = p
+        return groups
+
+    # ------------------------------------------------------------ save / load
+    def export_config(self) -> ModelConfig:
+        """The config that rebuilds this model with no outside file: full BertConfig, no paths."""
+        return dataclasses.replace(
+            self.config,
+            backbone_weights=None,
+            text_model=None,
+            tokenizer=None,
+            text_config=bert_config_dict(self.bert.config),
+        )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write model.safetensors, pixelbert_config.json and the tokenizer files into directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # save_model stores the tied MLM decoder once (as bert.embeddings.word_embeddings.weight,
+        # the name that sorts first), so a model without an MLM head still finds it.
+        save_model(self, str(directory / WEIGHTS_NAME), force_contiguous=True)
+        payload = {"model": dataclasses.asdict(self.export_config())}
+        (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        if self.config.tokenizer or self.config.text_model:
+            load_tokenizer(self.config).save_pretrained(str(directory))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> "PixelBert":
+        """Rebuild a saved model. ``overrides`` replace ModelConfig fields, e.g.
+        ``heads=["vqa"]`` to fine-tune from a pre-trained model: weights of dropped heads are
+        ignored and new heads start from BERT's initialisation; any other key mismatch raises.
+        """
+        directory = Path(directory)
+        path = directory / CONFIG_NAME
+        raw = json.loads(path.read_text())["model"]
+        saved_heads = set(raw.get("heads", []))
+        raw.update(overrides)
+        if (directory / "tokenizer_config.json").is_file():
+            raw["tokenizer"] = str(directory)
+        cfg = config_from_dict({"model": raw}, source=str(path)).model
+        model = cls(cfg)
+        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
+        new_heads = tuple(f"heads.{h}." for h in set(cfg.heads) - saved_heads)
+        old_heads = tuple(f"heads.{h}." for h in saved_heads - set(cfg.heads))
+        missing = [k for k in missing if not (new_heads and k.startswith(new_heads))]
+        unexpected = [k for k in unexpected if not (old_heads and k.startswith(old_heads))]
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        return model
+
+
+def build_model(config: Config | ModelConfig) -> PixelBert:
+    """The one front door: a PixelBert from a full Config or its model section."""
+    return PixelBert(config.model if isinstance(config, Config) else config)
