@@ -1,0 +1,102 @@
+"""What a run reports: TensorBoard scalars and a progress bar, on rank 0 only.
+
+Other ranks get a Monitor too (so the trainer has no rank checks) but it does nothing.
+Scalar names are stable (tests and dashboards read them): ``train/<metric>``, ``lr/<group>``,
+``train/grad_norm``, ``perf/samples_per_s``, ``perf/tokens_per_s``,
+``perf/data_wait_fraction``, ``perf/peak_memory_mb``, ``data/bad_samples/<kind>``,
+``train/bad_steps``, ``eval/<metric>``; the resolved config is the text item ``config``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["Monitor", "peak_memory_mb"]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory (CUDA max_memory_allocated) or, on CPU, this process's max RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+class Monitor:
+    """TensorBoard writer under ``<output_dir>/tensorboard`` plus a tqdm bar (or log lines)."""
+
+    def __init__(self, output_dir: str | Path, enabled: bool, total_steps: int, start_step: int = 0,
+                 log_every: int = 10, stream=None):
+        self.enabled = enabled
+        self.log_every = max(1, log_every)
+        self.stream = stream if stream is not None else sys.stdout
+        self.total_steps = total_steps
+        self.writer = None
+        self.bar = None
+        self._t0 = time.perf_counter()
+        self._start_step = start_step
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = Path(output_dir) / "tensorboard"
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        # A bar only makes sense on a terminal; in a job log it would be one endless line.
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, file=self.stream,
+                            unit="step")
+
+    def config(self, config_dict: dict) -> None:
+        if self.writer is not None:
+            text = json.dumps(config_dict, indent=2)
+            # TensorBoard renders text as markdown: indent 4 spaces to keep it a code block.
+            self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), 0)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+
+    def step(self, step: int, values: dict[str, float] | None = None) -> None:
+        """Advance the bar to ``step``; on log steps show ``values`` (or print a line without a bar)."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            if values:
+                self.bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+        elif values is not None:
+            done = step - self._start_step
+            elapsed = time.perf_counter() - self._t0
+            eta = elapsed / done * (self.total_steps - step) if done else float("nan")
+            shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in values.items())
+            print(f"step {step}/{self.total_steps} {shown} eta={eta:.0f}s", file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

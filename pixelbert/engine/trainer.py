@@ -1,0 +1,376 @@
+"""The one training engine: pre-training and every fine-tuning task run through :class:`Trainer`.
+
+    trainer = Trainer(model, PretrainTask.from_config(cfg), train_loader, cfg)
+    result = trainer.fit(resume="auto")
+
+A task (``pixelbert.tasks.base.Task``) turns (model, batch) into a loss and detached metric
+tensors; an optional metric ``tokens`` (tokens the encoder attended to) feeds tokens/s instead
+of being logged. The loader is any iterable of Batch; it may also offer ``__len__``
+(micro-batches per epoch on this rank), ``set_epoch(e)``, ``state_dict()`` /
+``load_state_dict()`` (exact data position) and ``bad_sample_counts()`` ({kind: n}).
+Everything the hardware decides comes from ``hardware.detect_hardware``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+
+from pixelbert.batch import Batch
+from pixelbert.config import Config, ConfigError
+from pixelbert.engine.checkpoint import CheckpointManager, GracefulStop, find_resume, rng_state, seed_everything, set_rng_state
+from pixelbert.engine.hardware import Hardware, detect_hardware, init_distributed
+from pixelbert.engine.monitor import Monitor, peak_memory_mb
+from pixelbert.engine.optim import build_optimizer, build_schedule
+
+__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config"]
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. too many consecutive non-finite steps); one-line message."""
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch: int
+    accumulation: int
+    world_size: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.accumulation * self.world_size
+
+
+def plan_batch(config: Config, world_size: int) -> BatchPlan:
+    """micro-batch x accumulation x ranks; with train.global_batch_size set, accumulation is derived.
+
+    Cheap and collective-free, so launchers call it before any heavy work.
+    """
+    t, micro = config.train, config.data.micro_batch_size
+    if t.global_batch_size is None:
+        return BatchPlan(micro, t.gradient_accumulation, world_size)
+    per_step = micro * world_size
+    accum, rest = divmod(t.global_batch_size, per_step)
+    explicit = t.gradient_accumulation != 1
+    if rest or accum == 0 or (explicit and accum != t.gradient_accumulation):
+        raise ConfigError(
+            f"{config.source}: 'train.global_batch_size' {t.global_batch_size} cannot be made from "
+            f"data.micro_batch_size {micro} x {world_size} ranks x train.gradient_accumulation "
+            f"{t.gradient_accumulation if explicit else '(any)'}")
+    return BatchPlan(micro, accum, world_size)
+
+
+def zero_stage(config: Config) -> int:
+    return int(config.deepspeed.get("zero_optimization", {}).get("stage", 0))
+
+
+def deepspeed_config(config: Config, hw: Hardware, plan: BatchPlan) -> dict:
+    """The config's ``deepspeed`` section, completed with what pixelbert decides itself."""
+    ds = copy.deepcopy(config.deepspeed)
+    for key in ("bf16", "fp16"):  # precision is the hardware decision, not a second switch
+        ds.pop(key, None)
+    ds.update(hw.precision_config())
+    ds.update(
+        train_micro_batch_size_per_gpu=plan.micro_batch,
+        gradient_accumulation_steps=plan.accumulation,
+        train_batch_size=plan.global_batch,
+        # Explicit: DeepSpeed's default changed to 1.0. With ZeRO off in fp32 the
+        # SplitOptimizer clips instead (DeepSpeed would not report the norm there).
+        gradient_clipping=0.0 if _optimizer_clips(config, hw) else config.train.grad_clip,
+        zero_allow_untested_optimizer=True,  # SplitOptimizer is not on ZeRO's list
+    )
+    ds.setdefault("steps_per_print", 10**9)
+    ds.setdefault("wall_clock_breakdown", False)
+    return ds
+
+
+def _optimizer_clips(config: Config, hw: Hardware) -> bool:
+    return zero_stage(config) == 0 and hw.precision == "fp32"
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (per rank)."""
+
+    step: int = 0  # optimiser steps taken (applied or skipped)
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches consumed in this epoch on this rank
+    bad_steps: int = 0
+    consecutive_bad: int = 0
+
+
+@dataclass
+class FitResult:
+    step: int
+    stopped_by_signal: bool
+    checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged window
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # every logged window
+
+
+class Trainer:
+    """DeepSpeed-wrapped training of ``model`` on ``task`` with checkpoints, logs and eval hooks.
+
+    ``cnn``: the visual trunk (SGD rule); defaults to ``model.backbone``.
+    ``eval_fn(model, eval_loader) -> {name: float}`` runs every train.eval_every steps and at
+    the end, on every rank (it does its own cross-rank reduction).
+    """
+
+    def __init__(self, model: torch.nn.Module, task, train_loader: Iterable[Batch], config: Config, *,
+                 eval_loader: Iterable[Batch] | None = None,
+                 eval_fn: Callable[[torch.nn.Module, Iterable[Batch]], dict[str, float]] | None = None,
+                 cnn: torch.nn.Module | None = None, steps_per_epoch: int | None = None,
+                 hardware: Hardware | None = None):
+        import deepspeed
+
+        self.config, self.task, self.loader = config, task, train_loader
+        self.eval_loader, self.eval_fn = eval_loader, eval_fn
+        self.hw = hardware or detect_hardware(config)
+        init_distributed(self.hw)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.plan = plan_batch(config, self.world_size)
+        t = config.train
+        cnn = cnn if cnn is not None else getattr(model, "backbone", None)
+        if t.freeze_cnn and cnn is not None:
+            cnn.requires_grad_(False)
+        self.steps_per_epoch = self._steps_per_epoch(steps_per_epoch)
+        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+        clip = t.grad_clip if _optimizer_clips(config, self.hw) else None
+        optimizer = build_optimizer(model, cnn, t, adamw_impl=self.hw.optimizer_impl, max_grad_norm=clip)
+        schedule = build_schedule(optimizer, t, self.steps_per_epoch)
+        self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config, self.hw, self.plan))
+        self.output_dir = Path(t.output_dir)
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", t.keep_last, self.rank, self.world_size)
+        self.state = TrainState()
+        self._iter = None
+
+    def _steps_per_epoch(self, given: int | None) -> int:
+        """Optimiser steps per epoch: from the loader's length, else given, else max_steps / epochs."""
+        t = self.config.train
+        if given is None and hasattr(self.loader, "__len__"):
+            given = len(self.loader) // self.plan.accumulation
+        if given is None and t.max_steps:
+            given = math.ceil(t.max_steps / t.epochs)
+        if not given or given < 1:
+            raise ConfigError(f"{self.config.source}: cannot tell the steps per epoch (loader has no length, "
+                              "or fewer micro-batches than train.gradient_accumulation)")
+        return given
+
+    # ------------------------------------------------------------------ data
+    def _next_batch(self) -> Batch:
+        for _ in range(2):
+            if self._iter is None:
+                if hasattr(self.loader, "set_epoch"):
+                    self.loader.set_epoch(self.state.epoch)
+                self._iter = iter(self.loader)
+            try:
+                batch = next(self._iter)
+                self.state.micro_in_epoch += 1
+                return batch
+            except StopIteration:
+                self._iter = None
+                self.state.epoch += 1
+                self.state.micro_in_epoch = 0
+        raise TrainingError(f"the training loader yielded no batch in epoch {self.state.epoch - 1}")
+
+    def _to_device(self, batch: Batch) -> Batch:
+        batch = batch.to(self.hw.device)
+        if batch.images.dtype != self.hw.dtype:  # DeepSpeed casts the module, not the inputs
+            batch = dataclasses.replace(batch, images=batch.images.to(self.hw.dtype))
+        return batch
+
+    def _rank_state(self) -> dict[str, Any]:
+        loader_state = self.loader.state_dict() if hasattr(self.loader, "state_dict") else None
+        return {"trainer": dataclasses.asdict(self.state), "loader": loader_state, "rng": rng_state()}
+
+    def _restore(self, ckpt: Path) -> None:
+        saved = self.checkpoints.load(self.engine, ckpt)
+        if saved is None:  # another number of ranks: weights and counters resume, the data epoch restarts
+            self.state = TrainState(step=self.engine.global_steps)
+            self._message(f"resumed weights from {ckpt} (rank count changed: data restarts the epoch, not exact)")
+            seed_everything(self.config.train.seed + self.rank + 7919 * self.state.step)
+            return
+        self.state = TrainState(**saved["trainer"])
+        if saved["loader"] is not None:
+            self.loader.load_state_dict(saved["loader"])
+        else:  # no loader state: replay the epoch up to the saved position (deterministic loaders)
+            done, self.state.micro_in_epoch = self.state.micro_in_epoch, 0
+            for _ in range(done):
+                self._next_batch()
+        set_rng_state(saved["rng"])
+        self._message(f"resumed from {ckpt} at step {self.state.step}")
+
+    def _message(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def save(self) -> Path:
+        meta = {"epoch": self.state.epoch, "config": self.config.to_dict()}
+        return self.checkpoints.save(self.engine, self.state.step, self._rank_state(), meta)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: str | Path | None = None) -> FitResult:
+        """Train to train.max_steps (or epochs); ``resume``: None, "auto" or a checkpoint path."""
+        t = self.config.train
+        if self.rank == 0:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.output_dir / "config.json")
+        ckpt = None
+        if resume is not None:
+            root = self.checkpoints.root if str(resume) == "auto" else Path(resume)
+            ckpt = find_resume(root)
+            if ckpt is None and str(resume) != "auto":
+                raise ConfigError(f"--resume {resume}: no complete checkpoint there")
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            seed_everything(t.seed + self.rank)  # distinct dropout / pixel draws per rank
+        monitor = Monitor(self.output_dir, self.rank == 0, self.total_steps, self.state.step, t.log_every)
+        monitor.config(self.config.to_dict())
+        result = FitResult(step=self.state.step, stopped_by_signal=False, checkpoint=ckpt)
+        window = _Window(self.hw.device)
+        self.engine.train()
+        try:
+            with GracefulStop() as stop:
+                while self.state.step < self.total_steps:
+                    stop_now = self._train_step(window, stop.requested)
+                    step = self.state.step
+                    if step % t.log_every == 0 or step == self.total_steps:
+                        result.metrics = self._log(window, monitor, step)
+                        result.history.append((step, result.metrics))
+                    else:
+                        monitor.step(step)
+                    if t.eval_every and self.eval_fn is not None and step % t.eval_every == 0:
+                        self._evaluate(monitor, step)
+                    if stop_now:
+                        result.checkpoint, result.stopped_by_signal = self.save(), True
+                        monitor.message(f"stop requested: saved {result.checkpoint} at step {step}")
+                        break
+                    if step % t.checkpoint_every == 0:
+                        result.checkpoint = self.save()
+                else:
+                    if self.eval_fn is not None and not (t.eval_every and self.state.step % t.eval_every == 0):
+                        self._evaluate(monitor, self.state.step)
+                    result.checkpoint = self.save()
+        finally:
+            monitor.close()
+        result.step = self.state.step
+        return result
+
+    def _train_step(self, window: "_Window", stop_requested: bool) -> bool:
+        """One optimiser step over ``accumulation`` micro-batches. Returns: stop agreed by all ranks."""
+        engine, hw = self.engine, self.hw
+        skipped_before = engine.skipped_steps
+        nonfinite = torch.zeros((), device=hw.device)
+        # The lr each group uses in this step (the schedule moves on inside the last engine.step()).
+        self._step_lrs = {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        for _ in range(self.plan.accumulation):
+            t0 = time.perf_counter()
+            batch = self._next_batch()
+            t1 = time.perf_counter()
+            batch = self._to_device(batch)
+            loss, metrics = self.task.loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            finite = torch.isfinite(loss.detach())
+            nonfinite = torch.maximum(nonfinite, (~finite).float())
+            window.add(loss.detach(), metrics, finite, len(batch), batch.attention_mask, t1 - t0)
+        # One small collective per step: every rank must agree on stopping and on bad steps.
+        flags = torch.stack([torch.tensor(float(stop_requested), device=hw.device), nonfinite])
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, nonfinite_any = (bool(x) for x in flags.tolist())
+        skipped = engine.skipped_steps > skipped_before
+        # fp16 skips overflowing steps routinely while the loss scale settles; those are not faults.
+        bad = nonfinite_any or (skipped and hw.precision != "fp16")
+        self.state.step += 1
+        window.steps += 1
+        if bad:
+            self.state.bad_steps += 1
+            self.state.consecutive_bad += 1
+            if self.state.consecutive_bad > self.config.train.max_bad_steps:
+                raise TrainingError(
+                    f"{self.state.consecutive_bad} consecutive non-finite steps (step {self.state.step}, "
+                    f"train.max_bad_steps={self.config.train.max_bad_steps}); last good checkpoint: "
+                    f"{find_resume(self.checkpoints.root)}")
+        else:
+            self.state.consecutive_bad = 0
+        return stop
+
+    def _log(self, window: "_Window", monitor: Monitor, step: int) -> dict[str, float]:
+        values = window.reduce(self.plan.global_batch)
+        values.update(self._step_lrs)
+        norm = self.engine.get_global_grad_norm()
+        if norm is not None:
+            values["train/grad_norm"] = float(norm)
+        values["perf/peak_memory_mb"] = peak_memory_mb(self.hw.device)
+        values["train/bad_steps"] = float(self.state.bad_steps)
+        counts = getattr(self.loader, "bad_sample_counts", None)
+        for kind, n in (counts() if callable(counts) else {}).items():
+            values[f"data/bad_samples/{kind}"] = float(n)
+        monitor.scalars(step, values)
+        monitor.step(step, {k: v for k, v in values.items() if k in _SHOWN})
+        return values
+
+    def _evaluate(self, monitor: Monitor, step: int) -> None:
+        self.engine.eval()
+        with torch.no_grad():
+            scores = self.eval_fn(self.engine, self.eval_loader)
+        self.engine.train()
+        monitor.scalars(step, {f"eval/{k}": float(v) for k, v in scores.items()})
+        monitor.message(f"eval at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+
+
+_SHOWN = ("train/loss", "train/mlm_acc", "train/itm_acc", "perf/samples_per_s")
+
+
+class _Window:
+    """Sums over the micro-steps since the last log, kept on device (no sync until logged)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.finite = torch.zeros((), device=self.device)
+        self.tokens = torch.zeros((), device=self.device)
+        self.micro = 0
+        self.steps = 0
+        self.data_time = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, loss, metrics: dict, finite: torch.Tensor, rows: int, attention_mask, data_time: float) -> None:
+        self.micro += 1
+        self.data_time += data_time
+        self.finite = self.finite + finite.float()
+        metrics = dict(metrics)
+        tokens = metrics.pop("tokens", None)
+        self.tokens = self.tokens + (tokens if tokens is not None else attention_mask.sum()).float()
+        for name, value in {"loss": loss, **metrics}.items():
+            value = value.float()
+            self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, value, torch.zeros_like(value))
+
+    def reduce(self, global_batch: int) -> dict[str, float]:
+        """Means over finite micro-steps of every rank, plus throughput (collective)."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        names = sorted(self.sums)
+        packed = torch.stack([self.sums[n] for n in names] + [
+            self.finite, self.tokens, torch.tensor(self.data_time / elapsed, device=self.device)])
+        dist.all_reduce(packed)
+        world = dist.get_world_size()
+        *sums, finite, tokens, wait = packed.tolist()
+        values = {f"train/{n}": (s / finite if finite else float("nan")) for n, s in zip(names, sums)}
+        values["perf/samples_per_s"] = global_batch * self.steps / elapsed
+        values["perf/tokens_per_s"] = tokens / elapsed
+        values["perf/data_wait_fraction"] = wait / world
+        self._reset()
+        return values
