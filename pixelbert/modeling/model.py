@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
@@ -264,19 +264,29 @@ class PixelBert(nn.Module):
         directory = Path(directory)
         path = directory / CONFIG_NAME
         raw = json.loads(path.read_text())["model"]
-        saved_heads = set(raw.get("heads", []))
+        saved_heads, saved_answers = set(raw.get("heads", [])), raw.get("num_answers")
         raw.update(overrides)
         if (directory / "tokenizer_config.json").is_file():
             raw["tokenizer"] = str(directory)
         cfg = config_from_dict({"model": raw}, source=str(path)).model
         model = cls(cfg)
-        missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
-        new_heads = tuple(f"heads.{h}." for h in set(cfg.heads) - saved_heads)
-        old_heads = tuple(f"heads.{h}." for h in saved_heads - set(cfg.heads))
-        missing = [k for k in missing if not (new_heads and k.startswith(new_heads))]
-        unexpected = [k for k in unexpected if not (old_heads and k.startswith(old_heads))]
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        # Heads that are new (or a VQA head with a new answer count) keep their fresh init;
+        # heads no longer configured are skipped. Everything else must match exactly.
+        fresh = {h for h in cfg.heads if h not in saved_heads}
+        if "vqa" in cfg.heads and cfg.num_answers != saved_answers:
+            fresh.add("vqa")
+        skip = tuple(f"heads.{h}." for h in fresh | (saved_heads - set(cfg.heads)))
+        weights = directory / WEIGHTS_NAME
+        state = {k: v for k, v in load_file(str(weights)).items() if not (skip and k.startswith(skip))}
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatch: name the file, keep the detail line
+            detail = str(e).strip().splitlines()[-1].strip()
+            raise ValueError(f"{weights}: does not fit the config: {detail}") from None
+        tied = {"heads.mlm.decoder.weight"}  # stored once, as the word embeddings
+        missing = [k for k in result.missing_keys if k not in tied and not (skip and k.startswith(skip))]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {sorted(result.unexpected_keys)[:5]}")
         return model
 
 

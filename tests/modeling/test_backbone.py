@@ -1,0 +1,124 @@
+"""CNN trunks: sizes of the paper's trunks, stage cut, local weights, frozen BN, exact padding mask."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torchvision.models import resnet18
+from torchvision.ops import FrozenBatchNorm2d
+
+from pixelbert.config import ModelConfig
+from pixelbert.modeling.backbone import build_backbone, size_mask
+
+
+def cfg(**kw) -> ModelConfig:
+    return ModelConfig(text_config={"hidden_size": 64}, **kw)
+
+
+def n_params(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+@pytest.mark.parametrize(
+    "name, millions", [("resnet50", 23.5), ("resnext152_32x8d", 120.3), ("resnext152_32x4d", 57.9)]
+)
+def test_full_trunk_has_the_papers_parameter_count(name, millions):
+    with torch.device("meta"):
+        trunk, channels = build_backbone(cfg(backbone=name))
+    assert round(n_params(trunk), 1) == millions
+    assert channels == 2048
+
+
+def test_resnext152_is_bottleneck_3_8_36_3_with_32_groups():
+    with torch.device("meta"):
+        trunk, _ = build_backbone(cfg(backbone="resnext152_32x4d"))
+    assert [len(s) for s in trunk.stages()] == [3, 8, 36, 3]
+    assert trunk.layer2[0].conv2.groups == 32
+
+
+@pytest.mark.parametrize("stage, channels, stride", [(1, 64, 4), (2, 128, 8), (3, 256, 16), (4, 512, 32)])
+def test_feature_stage_cuts_the_trunk(stage, channels, stride):
+    trunk, out_channels = build_backbone(cfg(backbone="resnet18", feature_stage=stage))
+    assert out_channels == channels and trunk.stride == stride
+    assert not hasattr(trunk, "fc") and not hasattr(trunk, "avgpool")
+    assert [hasattr(trunk, f"layer{i}") for i in range(1, 5)] == [i <= stage for i in range(1, 5)]
+    features, _ = trunk(torch.randn(1, 3, 64, 64))
+    assert features.shape == (1, channels, 64 // stride, 64 // stride)
+
+
+def imagenet_like_state(tmp_path):
+    """A torchvision resnet18 state dict (with fc and all stages), as an ImageNet checkpoint would be."""
+    torch.manual_seed(1)
+    reference = resnet18()
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return reference.state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_weights_load_from_a_local_file_ignoring_fc_and_later_stages(tmp_path, suffix):
+    state = imagenet_like_state(tmp_path)
+    path = tmp_path / f"r18{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    trunk, _ = build_backbone(cfg(backbone="resnet18", feature_stage=2, backbone_weights=str(path)))
+    assert torch.equal(trunk.layer2[1].conv2.weight, state["layer2.1.conv2.weight"])
+    assert torch.equal(trunk.bn1.running_var, state["bn1.running_var"])
+
+
+def test_frozen_bn_uses_frozen_batchnorm_with_the_loaded_statistics(tmp_path):
+    state = imagenet_like_state(tmp_path)
+    torch.save(state, tmp_path / "r18.pth")
+    trunk, _ = build_backbone(cfg(backbone="resnet18", frozen_bn=True, backbone_weights=str(tmp_path / "r18.pth")))
+    assert isinstance(trunk.bn1, FrozenBatchNorm2d)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trunk.modules())
+    assert torch.equal(trunk.layer4[1].bn2.running_mean, state["layer4.1.bn2.running_mean"])
+    # Frozen: no trainable BN parameters, and train mode does not update the statistics.
+    assert n_params(trunk) == pytest.approx(11.1765 - 0.0096, abs=1e-3)
+    before = trunk.bn1.running_mean.clone()
+    trunk.train()(torch.randn(2, 3, 32, 32))
+    assert torch.equal(trunk.bn1.running_mean, before)
+
+
+def test_a_checkpoint_of_another_architecture_fails_naming_the_file(tmp_path):
+    state = imagenet_like_state(tmp_path)
+    state["layer1.0.conv3.weight"] = torch.zeros(1)
+    del state["layer1.0.conv1.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"bad\.pth.*layer1\.0\.conv1\.weight.*layer1\.0\.conv3\.weight"):
+        build_backbone(cfg(backbone="resnet18", backbone_weights=str(tmp_path / "bad.pth")))
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        build_backbone(cfg(backbone="vgg16"))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("h, w", [(37, 29), (64, 33), (17, 50)])
+def test_a_padded_images_valid_features_equal_the_image_run_alone(name, h, w):
+    """BasicBlock and Bottleneck trunks; odd sizes exercise every ceil(n/2) step."""
+    torch.manual_seed(0)
+    trunk, _ = build_backbone(cfg(backbone=name, feature_stage=3))
+    trunk.eval()
+    image = torch.randn(1, 3, h, w)
+    alone, alone_sizes = trunk(image)
+    assert alone_sizes is None
+    padded = torch.zeros(2, 3, 64, 64)
+    padded[0, :, :h, :w] = image[0]
+    padded[1] = torch.randn(3, 64, 64)
+    batched, sizes = trunk(padded, torch.tensor([[h, w], [64, 64]]))
+    fh, fw = alone.shape[-2:]
+    assert sizes[0].tolist() == [fh, fw]
+    # Random deep trunks reach large activations: compare at float precision of their scale.
+    scale = alone.abs().max().item()
+    torch.testing.assert_close(batched[0, :, :fh, :fw], alone[0], atol=1e-5 * scale, rtol=1e-4)
+    assert batched[0, :, fh:].abs().sum() == 0 and batched[0, :, :, fw:].abs().sum() == 0
+
+
+def test_size_mask_marks_the_top_left_rectangle():
+    mask = size_mask(torch.tensor([[2, 3]]), 3, 4)
+    assert mask.tolist() == [[[True, True, True, False], [True, True, True, False], [False] * 4]]
