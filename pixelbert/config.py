@@ -269,6 +269,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     source = str(path)
+    if not isinstance(raw, dict):  # checked here too: overrides below index into it
+        raise ConfigError(f"{source}: top level must be a JSON object")
     for item in overrides or []:
         keys, value = parse_override(item)
         node = raw
