@@ -1,0 +1,1 @@
+"""Benchmarks of pixelbert's hot paths and training throughput (see benchmarks/README_SECTION.md)."""

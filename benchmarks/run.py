@@ -1,0 +1,104 @@
+"""Run the benchmark suites: ``python benchmarks/run.py --suite cpu|gpu [--only NAME] [--out DIR] [--toy]``.
+
+Writes one JSON per benchmark, machine.json and summary.md into --out. A benchmark that fails
+still writes its JSON (with the error and every target "not measured"), so one broken path
+never hides the others' numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from benchmarks import harness  # noqa: E402
+
+# Order: cheap, self-contained first; the ones needing shards or subprocesses last.
+BENCHMARKS = ["attention", "sampling", "train_step", "engine", "retrieval", "dataload", "scaling"]
+# Share of the suite's time budget each benchmark may use (gpu_suite.sh: 8 minutes in all).
+BUDGET_SHARE = {"attention": 0.15, "sampling": 0.08, "train_step": 0.2, "engine": 0.2, "retrieval": 0.1,
+                "dataload": 0.12, "scaling": 0.15}
+
+
+def run_one(name: str, ctx: harness.Context) -> dict:
+    module = importlib.import_module(f"benchmarks.bench_{name}")
+    started, t0 = harness.now(), time.perf_counter()
+    base = {"benchmark": name, "suite": ctx.suite, "toy": ctx.toy, "device": str(ctx.device), "started": started,
+            "method": getattr(module, "METHOD", ""), "cases": [], "table": [], "targets": [], "notes": []}
+    try:
+        result = {**base, **module.run(ctx)}
+    except Exception as e:  # keep going: the other benchmarks' numbers still count
+        traceback.print_exc()
+        result = {**base, "error": f"{type(e).__name__}: {e}",
+                  "targets": [harness.target(t, None, None, why=f"benchmark failed: {type(e).__name__}: {e}")
+                              for t in getattr(module, "TARGETS", [])]}
+    if ctx.toy:  # toy sizes exercise the code path; their ratios say nothing about the targets
+        for t in result["targets"]:
+            t["met"], t["why"] = harness.NOT_MEASURED, "toy run: checks the path and the output, not speed"
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=["cpu", "gpu"], required=True)
+    ap.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<suite>)")
+    ap.add_argument("--toy", action="store_true", help="smallest sizes: checks that every path runs, not speed")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default 7, toy 3)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: all usable cores; toy: 1, which is what a shared CI box runs best)")
+    ap.add_argument("--budget-s", type=float, default=None, help="total seconds for the suite (default cpu 3600, gpu 420)")
+    args = ap.parse_args(argv)
+
+    if args.suite == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--suite gpu: CUDA is not available on this machine", file=sys.stderr)
+            return 2
+    import torch
+
+    threads = args.threads or (1 if args.toy else len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads)
+    os.environ["PIXELBERT_BENCH_THREADS"] = str(threads)  # for subprocess workers (scaling)
+    out = args.out or ROOT / "benchmarks" / "results" / args.suite
+    names = args.only or BENCHMARKS
+    total = args.budget_s or (60.0 if args.toy else 3600.0 if args.suite == "cpu" else 420.0)
+    machine = harness.machine_info()
+    harness.write_json(out / "machine.json", machine)
+    results, failed = [], []
+    for name in names:
+        ctx = harness.Context(suite=args.suite, toy=args.toy, out_dir=out,
+                              repeats=args.repeats or (3 if args.toy else 7), warmup=1 if args.toy else 2,
+                              budget_s=total * BUDGET_SHARE[name])
+        print(f"== {name} ({args.suite}{', toy' if args.toy else ''}) ...", flush=True)
+        result = run_one(name, ctx)
+        problems = harness.check_schema(result)
+        if problems or result.get("error"):
+            failed.append(name)
+            print(f"   {name}: {result.get('error') or problems}", flush=True)
+        harness.write_json(out / f"{name}.json", result)
+        for t in result["targets"]:
+            print(f"   [{t['met']}] {t['target']}: measured {harness.fmt(t['measured'])}"
+                  f"{' (' + t['why'] + ')' if t['why'] else ''}", flush=True)
+        print(f"   {result['wall_s']} s", flush=True)
+        results.append(result)
+    (out / "summary.md").write_text(harness.summary_markdown(results, machine))
+    print(f"wrote {out}/summary.md")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
