@@ -89,6 +89,13 @@ class DataConfig:
     std: list = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # Fraction of training records kept (ablations on small data); 1.0 = all.
     subset_fraction: float = 1.0
+    # Images above this many pixels are rejected (decompression bombs): at build time and,
+    # for shards built elsewhere, at load time. 50M is ~7000 x 7000, far above any dataset here.
+    max_image_pixels: int = 50_000_000
+    # Retrieval fine-tuning: wrong captions per positive pair (the paper's 20).
+    retrieval_negatives: int = 20
+    # Batches each backend prepares ahead (DALI prefetch queue, DataLoader prefetch_factor).
+    prefetch: int = 2
 
 
 @dataclass

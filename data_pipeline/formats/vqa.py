@@ -1,0 +1,120 @@
+"""VQA v2: ``v2_OpenEnded_mscoco_{subtype}_questions.json`` + ``v2_mscoco_{subtype}_annotations.json``
+with the COCO images (``train2014/``, ``val2014/``, ``test2015/``).
+
+Answers are normalised with the official VQA evaluation rules (``normalize_answer``). The
+answer vocabulary is the ``top_answers`` (3129) most frequent normalised
+``multiple_choice_answer`` over every annotated split found (train + val gives the usual
+3129-answer list), ties broken alphabetically so the list is reproducible. A question's soft
+target for a vocabulary answer is the official accuracy a model would get by predicting it
+(``soft_score``); answers outside the vocabulary get no target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from data_pipeline.formats import Source, load_json
+from data_pipeline.formats.coco import first_existing
+from data_pipeline.records import DataError
+from pixelbert.evaluation.vqa import normalize_answer
+
+__all__ = ["read_vqa", "soft_score", "answer_vocabulary", "question_targets"]
+
+_SPLIT = {"train2014": "train", "val2014": "val", "test2015": "test", "test-dev2015": "test-dev"}
+_IMAGE_DIR = {"train2014": "train2014", "val2014": "val2014", "test2015": "test2015", "test-dev2015": "test2015"}
+_QUESTIONS = re.compile(r"v2_OpenEnded_mscoco_(\w+?\d{4})_questions\.json")
+
+
+def soft_score(matches: int, humans: int) -> float:
+    """Official VQA accuracy of an answer that ``matches`` of ``humans`` annotators gave.
+
+    The mean over the leave-one-annotator-out subsets of min(#matches in the subset / 3, 1);
+    with 10 annotators: 1 -> 0.3, 2 -> 0.6, 3 -> 0.9, 4+ -> 1.0. With one annotator (easy-VQA)
+    there is no such subset; its answer scores 1.
+    """
+    if humans == 1:
+        return float(matches)
+    with_it = min(1.0, (matches - 1) / 3.0)  # subsets that left out one who gave it
+    without_it = min(1.0, matches / 3.0)
+    return (matches * with_it + (humans - matches) * without_it) / humans
+
+
+def answer_vocabulary(answers, top: int) -> list[str]:
+    """The ``top`` most frequent normalised answers, most frequent first (ties: alphabetical)."""
+    counts = Counter(normalize_answer(a) for a in answers)
+    counts.pop("", None)
+    return [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+
+
+def question_targets(answers: list[str], vocabulary: set[str]) -> dict[str, float]:
+    """Soft targets of one question: vocabulary answer -> soft_score, zeros left out."""
+    counts = Counter(normalize_answer(a) for a in answers)
+    return {a: round(soft_score(c, len(answers)), 6) for a, c in sorted(counts.items()) if a in vocabulary}
+
+
+def _question_files(root: Path) -> dict[str, Path]:
+    found = {}
+    for d in (root, root / "questions", root / "annotations"):
+        for p in sorted(d.glob("v2_OpenEnded_mscoco_*_questions.json")):
+            m = _QUESTIONS.fullmatch(p.name)
+            if m and m.group(1) in _SPLIT:
+                found.setdefault(m.group(1), p)
+    return found
+
+
+def read_vqa(root: str | Path, top_answers: int = 3129) -> Source:
+    root = Path(root)
+    questions_files = _question_files(root)
+    if not questions_files:
+        raise DataError(f"{root}: missing VQA v2 question files (looked for v2_OpenEnded_mscoco_train2014_questions.json, ...)")
+    files, per_subtype = [], {}
+    for subtype, qpath in questions_files.items():
+        files.append(qpath)
+        annotations = None
+        apath = first_existing([d / f"v2_mscoco_{subtype}_annotations.json" for d in (root, root / "annotations")])
+        if apath is not None:
+            files.append(apath)
+            try:
+                annotations = {a["question_id"]: a for a in load_json(apath)["annotations"]}
+            except (KeyError, TypeError) as e:
+                raise DataError(f"{apath}: not a VQA annotations file (missing {e})") from None
+        try:
+            questions = load_json(qpath)["questions"]
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{qpath}: not a VQA questions file (missing {e})") from None
+        per_subtype[subtype] = (questions, annotations, apath)
+
+    annotated = [a for _, a, _ in per_subtype.values() if a is not None]
+    vocabulary = answer_vocabulary((a["multiple_choice_answer"] for ann in annotated for a in ann.values()), top_answers)
+    vocab_set = set(vocabulary)
+    source = Source("vqa", ["vqa"], {}, sorted(files), answers=vocabulary, options={"top_answers": top_answers})
+
+    for subtype, (questions, annotations, apath) in sorted(per_subtype.items()):
+        split, image_dir = _SPLIT[subtype], _IMAGE_DIR[subtype]
+        by_image: dict[int, list[dict]] = {}
+        for q in questions:
+            entry = {"question_id": q["question_id"], "question": q["question"]}
+            if annotations is not None:
+                ann = annotations.get(q["question_id"])
+                if ann is None:
+                    raise DataError(f"{apath}: no annotation for question {q['question_id']}")
+                answers = [a["answer"] for a in ann["answers"]]
+                entry["answers"] = answers
+                entry["targets"] = question_targets(answers, vocab_set)
+            by_image.setdefault(q["image_id"], []).append(entry)
+        for image_id in sorted(by_image):
+            name = f"COCO_{image_dir}_{image_id:012d}.jpg"
+            image = first_existing([root / image_dir / name, root / "images" / image_dir / name])
+            if image is None:
+                source.reject(split, "missing_image")
+                continue
+            record = {
+                "key": f"{split}_{image_id}",
+                "split": split,
+                "image_ids": [str(image_id)],
+                "questions": sorted(by_image[image_id], key=lambda e: e["question_id"]),
+            }
+            source.splits.setdefault(split, []).append((record, [image]))
+    return source

@@ -1,0 +1,116 @@
+"""Image checks and transforms shared by the shard builder and both loader backends.
+
+``target_size`` reproduces DALI's ``fn.resize(resize_shorter=S, max_size=L)`` output size
+exactly (checked against DALI in the tests), so the torch backend makes tensors of the
+same shape as the DALI backend and padded batches line up.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from data_pipeline.records import BadSample
+
+__all__ = ["IMAGE_EXTS", "decode_image", "target_size", "image_to_tensor", "encode_for_shard"]
+
+# Formats stored as they come; anything else is re-encoded to PNG at build time, so that
+# every stored image is one both DALI's decoders and PIL read the same way.
+IMAGE_EXTS = ("jpg", "png")
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Fully decode ``data`` to an RGB image, EXIF orientation applied (as DALI does).
+
+    Raises BadSample("too_large") above ``max_pixels`` -- checked from the header, before
+    any pixel is decoded -- and BadSample("corrupt") for anything PIL cannot decode
+    completely (garbage, truncated files).
+    """
+    with warnings.catch_warnings():
+        # PIL only warns below 2x its own limit; we decide from our limit, before decoding.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            raise BadSample("too_large", "PIL decompression bomb limit") from None
+        except Exception as e:  # PIL raises many types for unreadable data
+            raise BadSample("corrupt", f"unreadable image ({type(e).__name__})") from None
+        w, h = im.size
+        if w * h > max_pixels:
+            raise BadSample("too_large", f"{w}x{h} pixels > {max_pixels}")
+        if w < 1 or h < 1:
+            raise BadSample("corrupt", f"empty image {w}x{h}")
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return im.convert("RGB")
+        except Image.DecompressionBombError:
+            raise BadSample("too_large", "PIL decompression bomb limit") from None
+        except Exception as e:
+            raise BadSample("corrupt", f"undecodable image ({type(e).__name__}: {e})") from None
+
+
+def target_size(h: int, w: int, shorter: int, longer: int) -> tuple[int, int]:
+    """(h, w) after resizing so the shorter side is ``shorter`` and the longer at most ``longer``.
+
+    Same arithmetic as DALI's resize (round half up on the computed side).
+    """
+    short, long = min(h, w), max(h, w)
+    new_short, new_long = float(shorter), shorter * long / short
+    if new_long > longer:
+        new_short, new_long = longer * short / long, float(longer)
+    new_short, new_long = math.floor(new_short + 0.5), math.floor(new_long + 0.5)
+    return (new_short, new_long) if h <= w else (new_long, new_short)
+
+
+def image_to_tensor(im: Image.Image, shorter: int, longer: int, mean, std) -> torch.Tensor:
+    """(3, h, w) float: resized keeping aspect ratio (bilinear, antialiased), normalised."""
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W) uint8
+    th, tw = target_size(x.shape[1], x.shape[2], shorter, longer)
+    if (th, tw) != tuple(x.shape[1:]):
+        from torchvision.transforms.v2 import functional as TF
+
+        x = TF.resize(x, [th, tw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
+    return (x.float() - mean_t) / std_t
+
+
+def encode_for_shard(
+    data: bytes, max_pixels: int, shorter: int | None = None, longer: int | None = None
+) -> tuple[bytes, str, tuple[int, int]]:
+    """Validate one source image and return (bytes to store, extension, (w, h) stored).
+
+    The original bytes are kept when they are a plain RGB/grey JPEG or a PNG and no
+    pre-resize applies; otherwise the image is re-encoded (JPEG quality 95 when it came as
+    JPEG, else PNG), which also bakes in the EXIF orientation.
+    """
+    rgb = decode_image(data, max_pixels)  # raises BadSample for corrupt / too large
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(io.BytesIO(data))  # passed decode_image: only the header is read again
+    w, h = rgb.size
+    size = (w, h)
+    if shorter is not None:
+        th, tw = target_size(h, w, shorter, longer or 10**9)
+        if th * tw < h * w:  # pre-resize only ever shrinks
+            rgb = rgb.resize((tw, th), Image.BICUBIC, reducing_gap=None)
+            size = (tw, th)
+    oriented = im.getexif().get(0x0112, 1) != 1
+    keep = size == (w, h) and not oriented and (
+        (im.format == "JPEG" and im.mode in ("RGB", "L"))
+        or (im.format == "PNG" and im.mode in ("RGB", "L", "RGBA", "P", "LA"))
+    )
+    if keep:
+        return data, "jpg" if im.format == "JPEG" else "png", size
+    buf = io.BytesIO()
+    if im.format == "JPEG":
+        rgb.save(buf, "JPEG", quality=95)
+        return buf.getvalue(), "jpg", size
+    rgb.save(buf, "PNG")
+    return buf.getvalue(), "png", size

@@ -1,0 +1,91 @@
+"""The one loader factory: ``build_loader(config, split, rank, world_size)``.
+
+Both backends read the same shards through the same epoch plan and collator, and yield the
+same ``Batch`` structure (images within decode tolerance). The backend and the DALI decode
+device are chosen here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from pixelbert.config import Config
+
+from data_pipeline.loaders.base import ShardLoader
+from data_pipeline.records import DataError
+from data_pipeline.shards import MANIFEST
+
+__all__ = ["build_loader", "resolve_backend", "dali_device", "ShardLoader"]
+
+
+def resolve_backend(name: str) -> str:
+    """``auto`` -> ``dali`` when DALI is installed, else ``torch``."""
+    if name == "auto":
+        return "dali" if importlib.util.find_spec("nvidia.dali") is not None else "torch"
+    if name not in ("dali", "torch"):
+        raise DataError(f"data.backend must be auto, dali or torch, got {name!r}")
+    return name
+
+
+def dali_device() -> tuple[str, int | None]:
+    """Where DALI decodes: this process's GPU when CUDA is available (``mixed``: nvJPEG
+    decode and GPU resize), else the CPU (``device_id=None``: no GPU touched at all)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "mixed", torch.cuda.current_device()
+    return "cpu", None
+
+
+def _check(config: Config) -> None:
+    d = config.data
+    for ok, key, msg in (
+        (d.max_image_pixels > 0, "max_image_pixels", "must be > 0"),
+        (d.retrieval_negatives > 0, "retrieval_negatives", "must be > 0"),
+        (d.prefetch > 0, "prefetch", "must be > 0"),
+        (d.num_workers >= 0, "num_workers", "must be >= 0"),
+    ):
+        if not ok:
+            raise DataError(f"{config.source}: 'data.{key}' {msg}")
+
+
+def _ensure_shards(config: Config, rank: int) -> None:
+    """Build missing shards of the embedded easy-VQA data (or of ``data.root``) on the fly.
+
+    Every rank may do it at once: each builds into its own temporary folder and the first to
+    finish publishes it; builds are deterministic, so the others just discard theirs.
+    """
+    d = config.data
+    if (Path(d.shards) / MANIFEST).is_file() or (d.dataset != "easyvqa" and d.root is None):
+        return
+    from data_pipeline.build_shards import build_shards
+
+    build_shards(d.dataset, d.root, d.shards, workers=1, max_image_pixels=d.max_image_pixels,
+                 progress=rank == 0, replace=False)
+
+
+def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1, tokenizer=None) -> ShardLoader:
+    """A loader of ``split`` ("train", "val", "test", or several joined by "+") for this rank.
+
+    The task (``config.train.task``) decides what a batch holds; ``train`` splits shuffle
+    per (train.seed, epoch) and drop the remainder, other splits keep stored order and every
+    sample. ``tokenizer``: defaults to the model's (``load_tokenizer(config.model)``).
+    """
+    _check(config)
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
+    backend = resolve_backend(config.data.backend)
+    _ensure_shards(config, rank)
+    if tokenizer is None:
+        from pixelbert.modeling.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+    if backend == "dali":
+        from data_pipeline.loaders.dali import DaliLoader
+
+        device, device_id = dali_device()
+        return DaliLoader(config, split, rank, world_size, tokenizer, device=device, device_id=device_id)
+    from data_pipeline.loaders.torch import TorchLoader
+
+    return TorchLoader(config, split, rank, world_size, tokenizer)
