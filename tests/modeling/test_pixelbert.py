@@ -156,3 +156,24 @@ def test_parameter_groups_split_cnn_from_transformer(tiny_model):
     assert groups["cnn"] and all(n.startswith("backbone.") for n in groups["cnn"])
     total = sum(1 for p in tiny_model.parameters() if p.requires_grad)
     assert len(groups["cnn"]) + len(groups["transformer"]) == total
+
+
+@pytest.mark.parametrize("name, trunk_millions", [("r50", 23.5), ("x152", 120.0)])
+def test_paper_configs_build_bert_base_on_their_trunk(name, trunk_millions):
+    from pixelbert import load_config
+
+    with torch.device("meta"):  # no memory, no compute: just the architecture
+        model = build_model(load_config(f"configs/{name}.json"))
+    trunk = sum(p.numel() for p in model.backbone.parameters()) / 1e6  # frozen BN: no BN parameters
+    assert round(trunk, 1) == trunk_millions
+    assert model.hidden_size == 768 and len(model.bert.encoder.layer) == 12
+    assert model.pixel_stride == 64 and model.config.pixel_samples == 100
+
+
+def test_tiny_config_builds_a_working_minilm_model():
+    from pixelbert import load_config
+
+    model = build_model(load_config("configs/tiny.json")).eval()
+    out = model(make_batch([(64, 64), (64, 48)]))
+    assert model.hidden_size == 384 and len(model.bert.encoder.layer) == 2
+    assert out.hidden.shape == (2, 8 + 16, 384) and torch.isfinite(out.hidden).all()

