@@ -85,13 +85,20 @@ def test_a_missing_config_file_is_a_config_error(tmp_path):
 def test_invalid_values_name_the_key(tmp_path):
     message = error_of(write(tmp_path, {"model": {"feature_stage": 5, "text_config": {"hidden_size": 64}}}))
     assert "'model.feature_stage'" in message
-    assert "'model.heads'" in error_of(write(tmp_path, {"model": {"heads": ["mlm", "caption"], "text_config": {"a": 1}}}))
+    bad_head = {"model": {"heads": ["mlm", "caption"], "text_config": {"a": 1}}}
+    assert "'model.heads'" in error_of(write(tmp_path, bad_head))
 
 
 def test_set_overrides_replace_values_with_json_types(tmp_path):
     path = CONFIGS / "tiny.json"
-    cfg = load_config(path, ["model.pixel_samples=5", "train.lr_transformer=3e-5", "model.heads=[\"itm\"]",
-                             "data.dataset=coco", "model.text_config.num_hidden_layers=1", "deepspeed.zero_optimization.stage=0"])
+    cfg = load_config(path, [
+        "model.pixel_samples=5",
+        "train.lr_transformer=3e-5",
+        'model.heads=["itm"]',
+        "data.dataset=coco",  # not JSON: kept as a string
+        "model.text_config.num_hidden_layers=1",
+        "deepspeed.zero_optimization.stage=0",
+    ])
     assert cfg.model.pixel_samples == 5 and cfg.train.lr_transformer == 3e-5 and cfg.model.heads == ["itm"]
     assert cfg.data.dataset == "coco" and cfg.model.text_config == {"num_hidden_layers": 1}
     assert cfg.deepspeed["zero_optimization"]["stage"] == 0

@@ -59,7 +59,9 @@ class ITMHead(nn.Module):
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int, eps: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.LayerNorm(d_hidden, eps=eps), nn.Linear(d_hidden, d_out))
+    return nn.Sequential(
+        nn.Linear(d_in, d_hidden), nn.GELU(), nn.LayerNorm(d_hidden, eps=eps), nn.Linear(d_hidden, d_out)
+    )
 
 
 class VQAHead(nn.Module):

@@ -93,7 +93,7 @@ class PixelBert(nn.Module):
 
     @property
     def pixel_stride(self) -> int:
-        """Input pixels per token side: token (r, c) covers image rows [r*s, (r+1)*s), same for columns."""
+        """Input pixels per token side: token (r, c) sits over image rows [r*s, (r+1)*s), columns alike."""
         return self.backbone.stride * (2 if self.visual.pool is not None else 1)
 
     # ----------------------------------------------------------------- encoding
@@ -286,7 +286,8 @@ class PixelBert(nn.Module):
         tied = {"heads.mlm.decoder.weight"}  # stored once, as the word embeddings
         missing = [k for k in result.missing_keys if k not in tied and not (skip and k.startswith(skip))]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {sorted(result.unexpected_keys)[:5]}")
+            unexpected = sorted(result.unexpected_keys)[:5]
+            raise ValueError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {unexpected}")
         return model
 
 
