@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from data_pipeline.records import BadSample
@@ -69,16 +70,18 @@ def target_size(h: int, w: int, shorter: int, longer: int) -> tuple[int, int]:
 
 
 def image_to_tensor(im: Image.Image, shorter: int, longer: int, mean, std) -> torch.Tensor:
-    """(3, h, w) float: resized keeping aspect ratio (bilinear, antialiased), normalised."""
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W) uint8
+    """(3, h, w) float: resized keeping aspect ratio (bilinear, antialiased), normalised.
+
+    Resized in float and rounded back to 0..255, as DALI resizes uint8 images to uint8.
+    """
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float()  # (3, H, W)
     th, tw = target_size(x.shape[1], x.shape[2], shorter, longer)
     if (th, tw) != tuple(x.shape[1:]):
-        from torchvision.transforms.v2 import functional as TF
-
-        x = TF.resize(x, [th, tw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        x = F.interpolate(x[None], size=(th, tw), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = x.round_().clamp_(0, 255)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
-    return (x.float() - mean_t) / std_t
+    return (x - mean_t) / std_t
 
 
 def encode_for_shard(

