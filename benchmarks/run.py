@@ -21,6 +21,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # torch.distributed deprecations, per step
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 from benchmarks import harness  # noqa: E402
 

@@ -1,0 +1,85 @@
+"""Data-parallel scaling: throughput with 1 vs 2 ranks (and every GPU of the machine when > 2).
+
+Each rank count is a separate ``torchrun`` launch of scaling_worker.py (how users launch), and
+launches alternate 1, 2, 1, 2, ... so drift hits both. On a CPU machine the ranks split the same
+cores (1 rank x T threads vs 2 ranks x T/2): the ideal ratio there is 1.0, and the measurement
+is the cost of data parallelism (gradient reduction, duplicated work) on fixed hardware. With
+GPUs each rank has its own device and the ideal ratio is the rank count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks import harness
+
+METHOD = (
+    "torchrun --standalone --nproc_per_node N benchmarks/scaling_worker.py: DeepSpeed engine at the config's ZeRO "
+    "stage, synthetic batch per rank, warm-up then timed steps between barriers; samples/s = N x micro-batch x "
+    "steps / t. Launches alternate between rank counts; median per count; efficiency = samples/s(N) / "
+    "(ideal x samples/s(1)), ideal = N on GPUs, 1 on a CPU whose cores the ranks share."
+)
+TARGETS = ["data-parallel scaling efficiency 1 -> 2 ranks >= 0.9 (our bar; the issue sets no threshold)"]
+WORKER = Path(__file__).with_name("scaling_worker.py")
+
+
+def _launch(n: int, config: str, toy: bool, steps: int, warmup: int, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", str(WORKER),
+               "--config", config, "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)]
+        if toy:
+            cmd.append("--toy")
+        env = {k: v for k, v in os.environ.items()  # the parent's own rendezvous must not leak in
+               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+        env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"{n}-rank launch failed (rc {proc.returncode}): {' | '.join(tail)}")
+        return json.loads(out.read_text())
+
+
+def run(ctx: harness.Context) -> dict:
+    gpus = torch.cuda.device_count() if ctx.on_gpu else 0
+    if ctx.on_gpu and gpus < 2:
+        return {"method": METHOD, "cases": [], "table": [], "notes": [f"{gpus} GPU on this machine"],
+                "targets": [harness.target(TARGETS[0], None, None, why="needs 2+ GPUs; this machine has one")]}
+    counts = [1, 2] + ([gpus] if gpus > 2 else [])
+    config = "tiny" if not ctx.on_gpu else "r50"
+    steps, warmup, rounds = (2, 1, 1) if ctx.toy else ((10, 3, 2) if ctx.on_gpu else (8, 2, 3))
+    runs: dict[int, list[dict]] = {n: [] for n in counts}
+    for r in range(rounds):
+        for n in counts if r % 2 == 0 else reversed(counts):
+            if ctx.toy and n == 1:  # toy: the same worker code in this process saves one launch (~10 s)
+                from benchmarks.scaling_worker import measure
+
+                runs[n].append(measure(config, True, steps, warmup))
+            else:
+                runs[n].append(_launch(n, config, ctx.toy, steps, warmup, timeout=max(120.0, ctx.budget_s)))
+    med = {n: statistics.median(x["samples_per_s"] for x in runs[n]) for n in counts}
+    table = []
+    for n in counts:
+        ideal = n if ctx.on_gpu else 1
+        table.append({"ranks": n, "threads/rank": runs[n][0]["threads_per_rank"], "samples/s": med[n],
+                      "speed-up": med[n] / med[1], "ideal": ideal, "efficiency": med[n] / (ideal * med[1]),
+                      "launches": len(runs[n])})
+    eff = table[1]["efficiency"]
+    notes = [f"config {config}{' (toy)' if ctx.toy else ''}, micro-batch {runs[1][0]['micro_batch']} per rank, "
+             f"ZeRO {runs[1][0]['zero_stage']}, {runs[1][0]['precision']}"]
+    if not ctx.on_gpu:
+        notes.append("CPU: both runs use the same cores, so this measures data-parallel overhead, not speed-up")
+    why = ("the ranks share the same CPU cores (and this machine's other jobs): gradient reduction over gloo and "
+           "per-rank Python overhead are paid with no extra compute" if not ctx.on_gpu else
+           "gradient reduce-scatter/all-gather over NCCL not hidden behind the backward pass at this micro-batch")
+    return {"method": METHOD, "cases": [{"runs": {str(k): v for k, v in runs.items()}}], "table": table,
+            "targets": [harness.target(TARGETS[0], eff, 0.9, why="" if eff >= 0.9 else why)],
+            "notes": notes}
