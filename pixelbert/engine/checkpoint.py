@@ -38,7 +38,7 @@ import torch.distributed as dist
 
 __all__ = [
     "seed_everything", "rng_state", "set_rng_state", "safe_loading", "safe_torch_load",
-    "CheckpointManager", "GracefulStop", "find_resume", "is_complete",
+    "CheckpointManager", "GracefulStop", "find_resume", "is_complete", "consolidated_state_dict", "export_pretrained",
 ]
 
 _TAG = re.compile(r"^step_(\d{8,})$")
@@ -234,6 +234,39 @@ class CheckpointManager:
         if meta.get("world_size") != self.world_size or not rank_file.exists():
             return None  # different number of ranks: weights resume, data position cannot
         return safe_torch_load(rank_file, map_location="cpu")
+
+
+# ---- export ---------------------------------------------------------------------------
+
+def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Full fp32 model state dict of one checkpoint folder, whatever the ZeRO stage (rank-free, CPU).
+
+    ZeRO 1-3 checkpoints hold the fp32 master weights only as per-rank shards; DeepSpeed's
+    zero_to_fp32 merges them. Without ZeRO the model file holds the full weights.
+    """
+    ckpt = Path(ckpt)
+    with safe_loading():
+        if any(ckpt.glob("*optim_states.pt")) and any(ckpt.glob("zero_pp_rank_*")):
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            return get_fp32_state_dict_from_zero_checkpoint(str(ckpt.parent), tag=ckpt.name)
+        state = safe_torch_load(ckpt / "mp_rank_00_model_states.pt", map_location="cpu")["module"]
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def export_pretrained(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Checkpoint (a folder, or a checkpoints root: its latest) -> ``save_pretrained`` folder in fp32."""
+    from pixelbert.config import ConfigError, config_from_dict
+    from pixelbert.modeling.model import build_model
+
+    ckpt = find_resume(checkpoint)
+    if ckpt is None:
+        raise ConfigError(f"{checkpoint}: no complete checkpoint there")
+    meta = json.loads((ckpt / META).read_text())
+    config = config_from_dict(meta["config"], source=str(ckpt / META))
+    model = build_model(config).float()
+    model.load_state_dict(consolidated_state_dict(ckpt), strict=True)
+    return model.save_pretrained(out_dir)
 
 
 # ---- signals --------------------------------------------------------------------------
