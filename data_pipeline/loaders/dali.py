@@ -93,8 +93,10 @@ class DaliLoader(ShardLoader):
             for enc in encoded:
                 shapes.append(fn.peek_image_shape(enc))
                 img = fn.decoders.image(enc, device=self.device, output_type=types.RGB)
+                # subpixel_scale=False maps the whole image onto the whole (rounded) output, as
+                # torch does; DALI's default keeps the exact scale and shifts the grid slightly.
                 img = fn.resize(img, resize_shorter=d.image_size, max_size=d.max_image_size, antialias=True,
-                                interp_type=types.INTERP_LINEAR)
+                                interp_type=types.INTERP_LINEAR, subpixel_scale=False)
                 images.append(fn.crop_mirror_normalize(
                     img, dtype=types.FLOAT, output_layout="CHW",
                     mean=[255.0 * m for m in d.mean], std=[255.0 * s for s in d.std]))
