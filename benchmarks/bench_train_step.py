@@ -7,6 +7,8 @@ synthetic batch of the config's shapes (so data loading is excluded; see the dat
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from benchmarks import harness, workload
@@ -31,10 +33,11 @@ def measure(ctx: harness.Context, name: str, peak: dict) -> dict:
     while True:  # on GPU: halve the micro-batch until it fits, and say so
         try:
             return _measure_at(ctx, cfg, name, micro, peak)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             if micro == 1:
                 raise
             micro //= 2
+            gc.collect()
             torch.cuda.empty_cache()
 
 
@@ -54,7 +57,10 @@ def _measure_at(ctx, cfg, name, micro, peak) -> dict:
     t = timing["variants"]["step"]["median_s"]
     achieved = flops["total"] / t
     mfu = achieved / peak["flops_per_s"] if peak["flops_per_s"] else None
-    del engine, model
+    del engine, model, step
+    gc.collect()
+    if ctx.on_gpu:
+        torch.cuda.empty_cache()
     return {"config": name + (" (toy)" if ctx.toy else ""), "micro_batch": micro,
             "zero_stage": workload.zero_stage(cfg), "precision": hw.precision,
             "image_hw": list(batch.images.shape[-2:]), "step_s": t, "iqr_rel": harness.spread(timing, "step"),
