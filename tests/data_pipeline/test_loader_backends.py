@@ -9,7 +9,7 @@ from data_pipeline.loaders import build_loader, dali_device
 from data_pipeline.records import DataError
 from pixelbert.config import config_from_dict
 
-from conftest import BACKENDS, make_config
+from conftest import BACKENDS, assert_same_batch, make_config
 from fake_datasets import FORMATS, TASK_OF
 
 
@@ -20,23 +20,6 @@ def load(shards_dir, task, backend, tokenizer, split="train", rank=0, world=1, *
 def unit_ids(batch) -> list:
     """What identifies a unit: the question for VQA, the sample key otherwise."""
     return batch.meta.get("question_ids") or batch.meta["keys"]
-
-
-def assert_same_batch(a, b, exact_images=False):
-    assert a.meta["keys"] == b.meta["keys"]
-    for name in ("input_ids", "attention_mask", "image_index", "pixel_mask", "mlm_labels", "itm_labels",
-                 "vqa_targets", "labels"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert (x is None and y is None) or torch.equal(x.cpu(), y.cpu()), name
-    assert a.group_size == b.group_size and a.images.shape == b.images.shape
-    diff = (a.images.cpu() - b.images.cpu()).abs()
-    if exact_images:
-        assert diff.max() == 0
-    else:
-        # Decoding is bit-exact; the two antialiased bilinear resizes agree within one level
-        # inside the image and differ by up to ~10 levels (0.2 here) on border pixels only,
-        # where the kernels handle the edge differently.
-        assert diff.mean() < 0.002 and diff.max() < 0.25, (diff.mean(), diff.max())
 
 
 @pytest.mark.parametrize("name", FORMATS)
@@ -157,3 +140,11 @@ def test_dali_decodes_on_the_gpu_exactly_when_cuda_exists(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     assert dali_device() == ("mixed", 3)
+
+
+def test_torch_workers_give_the_same_batches_as_the_main_process(shards, tokenizer):
+    inline = list(load(shards("vqa"), "vqa", "torch", tokenizer, micro_batch_size=2))
+    workers = list(load(shards("vqa"), "vqa", "torch", tokenizer, micro_batch_size=2, num_workers=2))
+    assert len(inline) == len(workers)
+    for a, b in zip(inline, workers):
+        assert_same_batch(a, b, exact_images=True)
