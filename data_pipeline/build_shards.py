@@ -104,6 +104,71 @@ def _publish(tmp: Path, out: Path, replace: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _jobs(source: Source, tmp: Path, options: dict) -> tuple[list[dict], dict[str, dict]]:
+    """Shard jobs of every split (records in a fixed shuffled order), and records rejected so far."""
+    jobs, rejected = [], {}
+    for split in sorted(set(source.splits) | set(source.rejected)):
+        rejected[split] = dict(source.rejected.get(split, {}))
+        items = []
+        for record, paths in source.splits.get(split, []):
+            try:
+                _usable(record, source.tasks)
+                items.append((record, [str(p) for p in paths]))
+            except BadSample as bad:
+                rejected[split][bad.kind] = rejected[split].get(bad.kind, 0) + 1
+        # A fixed shuffle spreads the source order (often sorted by id) over the shards.
+        items = [items[i] for i in np.random.default_rng(options["seed"]).permutation(len(items))]
+        size = options["shard_size"]
+        for n, start in enumerate(range(0, len(items), size)):
+            jobs.append({"split": split, "tar": str(tmp / f"{split}-{n:06d}.tar"), "items": items[start:start + size],
+                         "options": options, "images_per_sample": source.images_per_sample,
+                         "counts": _counts_fields(source.tasks)})
+    return jobs, rejected
+
+
+def _run(jobs: list[dict], workers: int | None, progress: bool, label: str) -> list[dict]:
+    """Write the shards, in parallel when asked; results in job order whatever finishes first."""
+    results: list = [None] * len(jobs)
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    with tqdm(total=sum(len(j["items"]) for j in jobs), desc=label, unit="sample", disable=not progress) as bar:
+        if workers <= 1:
+            for i, job in enumerate(jobs):
+                results[i] = _write_shard(job)
+                bar.update(len(job["items"]))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_write_shard, job): i for i, job in enumerate(jobs)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update(len(jobs[futures[fut]]["items"]))
+    return results
+
+
+def _splits(jobs: list[dict], results: list[dict], rejected: dict[str, dict], where: str) -> dict:
+    """Per split: samples, rejected by kind, shards; a split left without samples is an error."""
+    splits = {name: {"samples": 0, "rejected": counts, "shards": []} for name, counts in rejected.items()}
+    for job, res in zip(jobs, results):
+        split = splits[job["split"]]
+        for kind, n in res.pop("rejected").items():
+            split["rejected"][kind] = split["rejected"].get(kind, 0) + n
+        if res["samples"]:
+            split["samples"] += res["samples"]
+            split["shards"].append(res)
+    if not splits:
+        raise DataError(f"{where}: no samples found")
+    for name, split in sorted(splits.items()):
+        if not split["samples"]:
+            raise DataError(f"{where}: split {name!r} has no usable sample (rejected: {split['rejected'] or 'none'})")
+    return splits
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    # Per-sample count lists on one line each: readable, and 10x smaller for big datasets.
+    text = re.sub(r"\[([\d,\s]+)\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text)
+    path.write_text(text + "\n")
+
+
 def build_shards(
     dataset: str,
     root: str | Path | None,
@@ -121,98 +186,55 @@ def build_shards(
 ) -> dict:
     """Read ``dataset`` from ``root``, write shards + indexes + manifest to ``out``; return the manifest.
 
-    ``replace``: an existing ``out`` is replaced (else an existing build is kept)."""
+    ``workers``: processes writing shards (default: all CPUs). ``resize_shorter`` /
+    ``resize_longer``: optional pre-resize (only ever shrinks). ``replace``: replace an
+    existing ``out`` (else keep an existing build). ``reader_options`` go to the reader
+    (``top_answers`` for vqa, ``val_fraction`` for easyvqa, ``exclude_coco_karpathy`` for vg).
+    """
     reader = get_reader(dataset)
-    accepted = inspect.signature(reader).parameters
-    for name, value in reader_options.items():
-        if name not in accepted:
+    for name in reader_options:
+        if name not in inspect.signature(reader).parameters:
             raise DataError(f"option {name!r} does not apply to dataset {dataset!r}")
     if root is None and dataset != "easyvqa":
         raise DataError(f"dataset {dataset!r} needs --root (the folder with the downloaded files)")
     if root is not None and not Path(root).is_dir():
         raise DataError(f"{root}: no such folder")
-    if shard_size < 1:
-        raise DataError(f"shard_size must be >= 1, got {shard_size}")
+    if shard_size < 1 or max_image_pixels < 1:
+        raise DataError("shard_size and max_image_pixels must be >= 1")
+    if resize_longer is not None and resize_shorter is None:
+        raise DataError("--resize-longer needs --resize-shorter")
     source: Source = reader(root, **reader_options)
+    options = {"shard_size": shard_size, "seed": seed, "resize_shorter": resize_shorter,
+               "resize_longer": resize_longer, "max_image_pixels": max_image_pixels, **source.options}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    options = {"shard_size": shard_size, "seed": seed, "resize_shorter": resize_shorter,
-               "resize_longer": resize_longer, "max_image_pixels": max_image_pixels, **source.options}
-    jobs, rejected = [], {}
-    for split in sorted(source.splits):
-        rejected[split] = dict(source.rejected.get(split, {}))
-        items = []
-        for record, paths in source.splits[split]:
-            try:
-                _usable(record, source.tasks)
-                items.append((record, [str(p) for p in paths]))
-            except BadSample as bad:
-                rejected[split][bad.kind] = rejected[split].get(bad.kind, 0) + 1
-        # A fixed shuffle spreads the source order (often sorted by id) over the shards.
-        order = np.random.default_rng(seed).permutation(len(items))
-        items = [items[i] for i in order]
-        for n, start in enumerate(range(0, len(items), shard_size)):
-            jobs.append({"split": split, "tar": str(tmp / f"{split}-{n:06d}.tar"), "items": items[start:start + shard_size],
-                         "options": options, "images_per_sample": source.images_per_sample,
-                         "counts": _counts_fields(source.tasks)})
-    results: list[dict | None] = [None] * len(jobs)
-    bar = tqdm(total=sum(len(j["items"]) for j in jobs), desc=f"build {dataset}", unit="img", disable=not progress)
     try:
-        if (workers or os.cpu_count() or 1) <= 1 or len(jobs) <= 1:
-            for i, job in enumerate(jobs):
-                results[i] = _write_shard(job)
-                bar.update(len(job["items"]))
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(jobs))) as pool:
-                futures = {pool.submit(_write_shard, job): i for i, job in enumerate(jobs)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update(len(jobs[futures[fut]]["items"]))
+        jobs, rejected = _jobs(source, tmp, options)
+        results = _run(jobs, workers, progress, f"build {dataset}")
+        splits = _splits(jobs, results, rejected, f"{dataset} under {root or 'the easy-vqa package'}")
+        totals: dict[str, int] = {}
+        for split in splits.values():
+            for kind, n in split["rejected"].items():
+                totals[kind] = totals.get(kind, 0) + n
+        manifest = {
+            "format": FORMAT,
+            "dataset": dataset,
+            "tasks": source.tasks,
+            "images_per_sample": source.images_per_sample,
+            "answers": source.answers,
+            "source": {"root": None if root is None else str(Path(root).resolve()),
+                       "files": [_file_info(Path(p), None if root is None else Path(root)) for p in source.files]},
+            "options": options,
+            "splits": splits,
+            "rejected": totals,
+        }
+        _write_manifest(tmp / MANIFEST, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        bar.close()
-
-    splits = {}
-    for job, res in zip(jobs, results):
-        split = splits.setdefault(job["split"], {"samples": 0, "rejected": rejected[job["split"]], "shards": []})
-        for kind, n in res.pop("rejected").items():
-            split["rejected"][kind] = split["rejected"].get(kind, 0) + n
-        if res["samples"]:
-            split["samples"] += res["samples"]
-            split["shards"].append(res)
-    if not jobs and not source.rejected:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{dataset}: no samples found under {root}")
-    for name in sorted(set(source.splits) | set(source.rejected)):
-        if name not in splits or not splits[name]["samples"]:
-            shutil.rmtree(tmp, ignore_errors=True)
-            why = rejected.get(name) or source.rejected.get(name) or "none"
-            raise DataError(f"{dataset} split {name!r}: no usable sample under {root} (rejected: {why})")
-    totals: dict[str, int] = {}
-    for split in splits.values():
-        for kind, n in split["rejected"].items():
-            totals[kind] = totals.get(kind, 0) + n
-    manifest = {
-        "format": FORMAT,
-        "dataset": dataset,
-        "tasks": source.tasks,
-        "images_per_sample": source.images_per_sample,
-        "answers": source.answers,
-        "source": {"root": None if root is None else str(Path(root).resolve()),
-                   "files": [_file_info(Path(p), None if root is None else Path(root)) for p in source.files]},
-        "options": options,
-        "splits": {name: splits[name] for name in sorted(splits)},
-        "rejected": dict(sorted(totals.items())),
-    }
-    text = json.dumps(manifest, indent=1, sort_keys=True)
-    # Per-sample count lists on one line each: readable, and 10x smaller for big datasets.
-    text = re.sub(r"\[([\d,\s]+)\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text)
-    (tmp / MANIFEST).write_text(text + "\n")
     _publish(tmp, out, replace)
     return manifest
 
