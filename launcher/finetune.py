@@ -112,7 +112,7 @@ def check_setup(config: Config, task: str, init: str | None, eval_split: str | N
 def run(config: Config, *, init: Path | None = None, eval_split: str | None = "val", resume: str | None = None,
         on_eval: Callable[[int, int, dict], None] | None = None, checkpoint_each_eval: bool = False) -> FinetuneResult:
     """Fine-tune on ``config.train.task``; ``on_eval(step, epoch, metrics)`` sees every evaluation
-    (Ray Tune reports from there). ``checkpoint_each_eval``: also checkpoint at every evaluation."""
+    (Ray Tune reports from there; epoch = epochs done, fractional between epochs). ``checkpoint_each_eval``: also checkpoint at every evaluation."""
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader
@@ -138,7 +138,8 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
     trainer = None
 
     def record(metrics: dict) -> None:
-        entry = {"step": trainer.state.step, "epoch": trainer.state.epoch, "metrics": metrics}
+        step = trainer.state.step
+        entry = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 3), "metrics": metrics}
         result.evals.append(entry)
         result.metrics = metrics
         if on_eval is not None:
