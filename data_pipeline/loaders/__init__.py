@@ -65,17 +65,22 @@ def _ensure_shards(config: Config, rank: int) -> None:
                  progress=rank == 0, replace=False)
 
 
-def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1, tokenizer=None) -> ShardLoader:
-    """A loader of ``split`` ("train", "val", "test", or several joined by "+") for this rank.
+def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1, tokenizer=None,
+                 train: bool | None = None) -> ShardLoader:
+    """A loader of ``split`` ("train", "val", "test", or several joined by "+": "train+val").
 
-    The task (``config.train.task``) decides what a batch holds; ``train`` splits shuffle
-    per (train.seed, epoch) and drop the remainder, other splits keep stored order and every
-    sample. ``tokenizer``: defaults to the model's (``load_tokenizer(config.model)``).
+    The task (``config.train.task``) decides what a batch holds. ``train`` (default: whether
+    the split includes "train"): shuffle per (train.seed, epoch), fresh masks/negatives every
+    epoch, drop the remainder; else stored order, every sample exactly once, fixed randomness.
+    ``tokenizer``: defaults to the model's (``load_tokenizer(config.model)``). With CUDA,
+    call ``torch.cuda.set_device`` first: DALI decodes on the current device.
     """
     _check(config)
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
     backend = resolve_backend(config.data.backend)
+    if train is None:
+        train = "train" in split.split("+")
     _ensure_shards(config, rank)
     if tokenizer is None:
         from pixelbert.modeling.tokenizer import load_tokenizer
@@ -85,7 +90,7 @@ def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1,
         from data_pipeline.loaders.dali import DaliLoader
 
         device, device_id = dali_device()
-        return DaliLoader(config, split, rank, world_size, tokenizer, device=device, device_id=device_id)
+        return DaliLoader(config, split, rank, world_size, tokenizer, train, device=device, device_id=device_id)
     from data_pipeline.loaders.torch import TorchLoader
 
-    return TorchLoader(config, split, rank, world_size, tokenizer)
+    return TorchLoader(config, split, rank, world_size, tokenizer, train)

@@ -24,20 +24,16 @@ from data_pipeline.plan import EpochPlan
 from data_pipeline.records import BAD_KINDS, BadSample, DataError, Sample, make_sample, parse_record
 from data_pipeline.shards import ShardSet, image_slots
 
-__all__ = ["ShardLoader", "TRAIN_SPLITS"]
-
-# Splits that are shuffled, drop the remainder and draw fresh randomness every epoch.
-TRAIN_SPLITS = ("train",)
+__all__ = ["ShardLoader"]
 
 
 class ShardLoader:
     backend = "base"
 
-    def __init__(self, config: Config, split: str, rank: int, world_size: int, tokenizer):
+    def __init__(self, config: Config, split: str, rank: int, world_size: int, tokenizer, train: bool):
         data, task = config.data, config.train.task
-        self.config, self.split, self.task = config, split, task
+        self.config, self.split, self.task, self.train = config, split, task, train
         self.rank, self.world_size, self.seed = rank, world_size, config.train.seed
-        self.train = all(s in TRAIN_SPLITS for s in split.split("+"))
         self.shards = ShardSet(data.shards, split)
         if task not in self.shards.tasks:
             raise DataError(f"{data.shards}: {self.shards.manifest['dataset']} shards serve {self.shards.tasks}, not train.task={task!r}")

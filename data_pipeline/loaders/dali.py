@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 from nvidia.dali import fn, types
+from nvidia.dali.backend import TensorGPU
 from nvidia.dali.pipeline import Pipeline
-from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
 from pixelbert.batch import Batch
 
@@ -41,11 +43,20 @@ from data_pipeline.records import BadSample, DataError
 __all__ = ["DaliLoader"]
 
 
+def _to_torch(t) -> torch.Tensor:
+    """Copy one DALI sample into a new torch tensor on the same device (DALI reuses its buffers)."""
+    gpu = isinstance(t, TensorGPU)
+    device = torch.device("cuda", t.device_id()) if gpu else torch.device("cpu")
+    out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=device)
+    feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(device) if gpu else None)
+    return out
+
+
 class DaliLoader(ShardLoader):
     backend = "dali"
 
-    def __init__(self, config, split, rank, world_size, tokenizer, device: str = "cpu", device_id: int | None = None):
-        super().__init__(config, split, rank, world_size, tokenizer)
+    def __init__(self, config, split, rank, world_size, tokenizer, train, device: str = "cpu", device_id: int | None = None):
+        super().__init__(config, split, rank, world_size, tokenizer, train)
         self.device, self.device_id = device, device_id
         self._bad: dict[tuple[int, int], str] = {}  # (shard, sample) -> kind, found after a DALI failure
         self._good: tuple[int, int] | None = None  # a sample known to decode: stands in for bad ones
@@ -151,7 +162,7 @@ class DaliLoader(ShardLoader):
             expected = self.shards.index(shard)[sample].key
             if out.key != expected:  # would mean DALI read something other than the plan
                 raise RuntimeError(f"DALI returned sample {out.key!r} where the plan has {expected!r}")
-            out.images = [to_torch_tensor(t[i], copy=True) for t in images]
+            out.images = [_to_torch(t[i]) for t in images]
             good.append(out)
         return self.assemble(epoch, first, good), bad
 

@@ -13,8 +13,8 @@ from conftest import BACKENDS, assert_same_batch, make_config
 from fake_datasets import FORMATS, TASK_OF
 
 
-def load(shards_dir, task, backend, tokenizer, split="train", rank=0, world=1, **data):
-    return build_loader(make_config(shards_dir, task, backend, **data), split, rank, world, tokenizer=tokenizer)
+def load(shards_dir, task, backend, tokenizer, split="train", rank=0, world=1, train=None, **data):
+    return build_loader(make_config(shards_dir, task, backend, **data), split, rank, world, tokenizer=tokenizer, train=train)
 
 
 def unit_ids(batch) -> list:
@@ -52,14 +52,14 @@ def test_batch_structure_is_what_the_model_takes(shards, tokenizer):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_ranks_cover_an_evaluation_epoch_exactly_once(backend, shards, tokenizer):
-    every = [u for b in load(shards("vqa"), "vqa", backend, tokenizer, "train+val", world=1) for u in unit_ids(b)]
+    every = [u for b in load(shards("vqa"), "vqa", backend, tokenizer, "train+val", train=False) for u in unit_ids(b)]
     parts = []
     for rank in (0, 1):
         loader = load(shards("vqa"), "vqa", backend, tokenizer, "val", rank=rank, world=2)
         parts += [u for b in loader for u in unit_ids(b)]
     val = [u for b in load(shards("vqa"), "vqa", backend, tokenizer, "val") for u in unit_ids(b)]
     assert sorted(parts) == sorted(val) and len(set(parts)) == len(parts) == 6
-    assert set(val) < set(every)
+    assert set(val) < set(every) and len(every) == 12 + 6
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -148,3 +148,9 @@ def test_torch_workers_give_the_same_batches_as_the_main_process(shards, tokeniz
     assert len(inline) == len(workers)
     for a, b in zip(inline, workers):
         assert_same_batch(a, b, exact_images=True)
+
+
+def test_a_split_with_train_in_it_is_trained_on(shards, tokenizer):
+    loader = load(shards("vqa"), "vqa", "torch", tokenizer, "train+val")
+    assert loader.train and loader.num_samples == 16  # 18 questions, whole batches of 4
+    assert not load(shards("vqa"), "vqa", "torch", tokenizer, "val").train
