@@ -106,16 +106,22 @@ def _publish(tmp: Path, out: Path, replace: bool) -> None:
 
 def _jobs(source: Source, tmp: Path, options: dict) -> tuple[list[dict], dict[str, dict]]:
     """Shard jobs of every split (records in a fixed shuffled order), and records rejected so far."""
-    jobs, rejected = [], {}
+    jobs, rejected, keys = [], {}, set()
     for split in sorted(set(source.splits) | set(source.rejected)):
         rejected[split] = dict(source.rejected.get(split, {}))
         items = []
         for record, paths in source.splits.get(split, []):
             try:
                 _usable(record, source.tasks)
-                items.append((record, [str(p) for p in paths]))
             except BadSample as bad:
                 rejected[split][bad.kind] = rejected[split].get(bad.kind, 0) + 1
+                continue
+            # Tar member names are "{key}.{ext}": a dot or a slash in the key would split it.
+            record = {**record, "key": re.sub(r"[^A-Za-z0-9_-]", "_", record["key"])}
+            if record["key"] in keys:
+                raise DataError(f"{source.dataset}: two samples with the key {record['key']!r}")
+            keys.add(record["key"])
+            items.append((record, [str(p) for p in paths]))
         # A fixed shuffle spreads the source order (often sorted by id) over the shards.
         items = [items[i] for i in np.random.default_rng(options["seed"]).permutation(len(items))]
         size = options["shard_size"]

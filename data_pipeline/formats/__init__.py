@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from data_pipeline.records import DataError
 
-__all__ = ["Source", "READERS", "get_reader", "load_json", "find_file", "find_dir"]
+__all__ = ["Source", "READERS", "get_reader", "load_json", "find_file", "first_existing"]
 
 
 @dataclass
@@ -47,19 +47,17 @@ def load_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({e})") from None
 
 
+def first_existing(candidates: list[Path]) -> Path | None:
+    """The first candidate that is a file (images may sit in one of several layouts)."""
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def find_file(root: Path, names: list[str], what: str) -> Path:
     """The first of ``root/name`` that exists, else one DataError listing where we looked."""
     for name in names:
         if (root / name).is_file():
             return root / name
     raise DataError(f"{root}: missing {what} (looked for {', '.join(names)})")
-
-
-def find_dir(root: Path, names: list[str], what: str) -> Path:
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    raise DataError(f"{root}: missing {what} folder (looked for {', '.join(names)})")
 
 
 def get_reader(name: str) -> Callable[..., Source]:
@@ -69,12 +67,12 @@ def get_reader(name: str) -> Callable[..., Source]:
 
 
 # Imported last: the reader modules use the helpers above.
-from data_pipeline.formats import coco, easyvqa, nlvr2, vg, vqa  # noqa: E402
+from data_pipeline.formats import captions, easyvqa, nlvr2, vg, vqa  # noqa: E402
 
 READERS: dict[str, Callable[..., Source]] = {
-    "coco": coco.read_coco,
-    "coco_karpathy": coco.read_coco_karpathy,
-    "flickr30k": coco.read_flickr30k,
+    "coco": captions.read_coco,
+    "coco_karpathy": captions.read_coco_karpathy,
+    "flickr30k": captions.read_flickr30k,
     "vg": vg.read_vg,
     "vqa": vqa.read_vqa,
     "nlvr2": nlvr2.read_nlvr2,

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_pipeline.formats import Source
-from data_pipeline.formats.coco import first_existing
+from data_pipeline.formats import Source, first_existing
 from data_pipeline.records import DataError
 
 __all__ = ["read_nlvr2"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipeline.formats import Source, find_file, load_json
-from data_pipeline.formats.coco import first_existing
+from data_pipeline.formats import Source, find_file, first_existing, load_json
 from data_pipeline.records import DataError
 
 __all__ = ["read_vg"]

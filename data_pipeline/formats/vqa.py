@@ -15,8 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data_pipeline.formats import Source, load_json
-from data_pipeline.formats.coco import first_existing
+from data_pipeline.formats import Source, first_existing, load_json
 from data_pipeline.records import DataError
 from pixelbert.evaluation.vqa import normalize_answer
 

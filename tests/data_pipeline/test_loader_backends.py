@@ -154,3 +154,14 @@ def test_a_split_with_train_in_it_is_trained_on(shards, tokenizer):
     loader = load(shards("vqa"), "vqa", "torch", tokenizer, "train+val")
     assert loader.train and loader.num_samples == 16  # 18 questions, whole batches of 4
     assert not load(shards("vqa"), "vqa", "torch", tokenizer, "val").train
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_dali_resumes_exactly_in_unequal_rank_blocks(rank, shards, tokenizer):
+    args = dict(split="train", rank=rank, world=2, train=False, micro_batch_size=2)  # 9 images: blocks of 4 and 5
+    full = [k for b in load(shards("coco_karpathy"), "pretrain", "dali", tokenizer, **args) for k in b.meta["keys"]]
+    first = load(shards("coco_karpathy"), "pretrain", "dali", tokenizer, **args)
+    head = [k for _, b in zip(range(1), first) for k in b.meta["keys"]]
+    resumed = load(shards("coco_karpathy"), "pretrain", "dali", tokenizer, **args)
+    resumed.load_state_dict(first.state_dict())
+    assert head + [k for b in resumed for k in b.meta["keys"]] == full and len(full) == 4 + rank

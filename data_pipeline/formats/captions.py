@@ -11,16 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_pipeline.formats import Source, find_file, load_json
+from data_pipeline.formats import Source, find_file, first_existing, load_json
 from data_pipeline.records import DataError
 
-__all__ = ["read_coco", "read_coco_karpathy", "read_flickr30k", "first_existing"]
+__all__ = ["read_coco", "read_coco_karpathy", "read_flickr30k"]
 
 _SPLIT_OF_SUBTYPE = {"train": "train", "val": "val", "test": "test"}
-
-
-def first_existing(candidates: list[Path]) -> Path | None:
-    return next((p for p in candidates if p.is_file()), None)
 
 
 def _add(source: Source, split: str, record: dict, images: list[Path | None]) -> None:
