@@ -73,7 +73,7 @@ class DaliLoader(ShardLoader):
         """Index files for a pipeline that starts at ``pos`` of this rank's units."""
         mine = [self._line(int(s), int(j)) for s, j in refs[pos:, :2]]
         total = self.plan.total - self.world_size * pos  # every block shortened by pos: DALI's split still lines up
-        start, end = self.plan.bounds(self.rank, total)
+        start, _ = self.plan.bounds(self.rank, total)
         filler = mine[0]
         runs: list[tuple[int, list[str]]] = []
         for shard, line in [filler] * start + mine + [filler] * (total - start - len(mine)):
@@ -123,8 +123,7 @@ class DaliLoader(ShardLoader):
                 for first, end in self._batch_bounds(pos, len(refs)):
                     yield end, *self._collect(epoch, refs, first, end, None)
                 return
-            folder = self._tmp / f"e{epoch}-p{pos}"
-            folder.mkdir()
+            folder = Path(tempfile.mkdtemp(prefix=f"e{epoch}-p{pos}-", dir=self._tmp))
             pipe = self._pipeline(*self._write_stream(refs, pos, folder))
             failure = None
             try:
