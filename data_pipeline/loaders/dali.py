@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +62,8 @@ class DaliLoader(ShardLoader):
         self._bad: dict[tuple[int, int], str] = {}  # (shard, sample) -> kind, found after a DALI failure
         self._good: tuple[int, int] | None = None  # a sample known to decode: stands in for bad ones
         self._tmp = Path(tempfile.mkdtemp(prefix="pixelbert-dali-"))
+        # Removed when the loader is collected or, at the latest, when the interpreter exits.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._tmp), True)
 
     # -- index files --------------------------------------------------------------------------
 
@@ -201,9 +204,4 @@ class DaliLoader(ShardLoader):
 
     def close(self) -> None:
         super().close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __del__(self):
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self._cleanup()
