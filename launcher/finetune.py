@@ -127,10 +127,15 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
     init_distributed(hw)
     rank, world = dist.get_rank(), dist.get_world_size()
     seed_everything(config.train.seed)  # the same fresh heads on every rank
+    notes = []
+    if config.train.freeze_cnn and not config.model.frozen_bn:
+        # A frozen CNN must not drift through its BatchNorm running statistics either.
+        config.model = dataclasses.replace(config.model, frozen_bn=True)
+        notes.append("train.freeze_cnn: BatchNorm statistics frozen too (model.frozen_bn)")
     model, line = build_finetune_model(config, init)
     config.model = dataclasses.replace(model.config)  # the resolved architecture goes into config.json
     if rank == 0:
-        print(line, flush=True)
+        print("\n".join([line, *notes]), flush=True)
     train_loader = build_loader(config, "train", rank, world)
     eval_loader = build_loader(config, eval_split, rank, world) if eval_split else None
     answers = train_loader.shards.manifest.get("answers")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,23 +192,25 @@ def run_sweep(sweep: Sweep, trainable: Callable, base: dict, metric: str, *, add
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    path = str(sweep.experiment_dir)
+    if resume and not tune.Tuner.can_restore(path):
+        raise ConfigError(f"{path}: no sweep to resume there")
+    if not resume and sweep.experiment_dir.exists():
+        raise ConfigError(f"{path} exists: pass --resume to continue that sweep, or change 'name'")
     if not ray.is_initialized():
+        # Trials import launcher/ from the repository, wherever Ray starts them.
         root = str(Path(__file__).resolve().parents[2])
-        env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": root}}
+        pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": pythonpath}}
         if address:
             ray.init(address=address, runtime_env=env)
         else:
             ray.init(include_dashboard=False, runtime_env=env)
-    resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))
-    fn = tune.with_resources(trainable, resources)
-    path = str(sweep.experiment_dir)
+    fn = tune.with_resources(trainable, trial_resources(sweep, ray.cluster_resources().get("GPU", 0)))
     if resume:
-        if not tune.Tuner.can_restore(path):
-            raise ConfigError(f"{path}: no sweep to resume there")
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True).fit()
-    if sweep.experiment_dir.exists():
-        raise ConfigError(f"{path} exists: pass --resume to continue that sweep, or change 'name'")
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base),
+    # stop_last_trials=False: a trial that survives every rung ends by itself, after its export.
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base), stop_last_trials=False,
                               **{"grace_period": 1, "reduction_factor": 2, **sweep.asha})
     tuner = tune.Tuner(
         fn,
