@@ -36,11 +36,11 @@ def fail(message: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def user_errors():
-    """Turn config and missing-path errors into ``fail``; anything else is a real crash."""
+def user_errors(*also: type[Exception]):
+    """Turn config, missing-path (and ``also``, e.g. data) errors into ``fail``; others are crashes."""
     try:
         yield
-    except ConfigError as e:
+    except (ConfigError, *also) as e:
         fail(str(e))
     except FileNotFoundError as e:
         fail(f"{e.filename or ''}: {e.strerror or e}" if e.filename else str(e))

@@ -54,7 +54,8 @@ def load_model(checkpoint: Path, tmp: str):
             return PixelBert.from_pretrained(d), d
     ckpt = find_resume(checkpoint / "checkpoints") if (checkpoint / "checkpoints").is_dir() else find_resume(checkpoint)
     if ckpt is None:
-        raise ConfigError(f"--checkpoint {checkpoint}: no model there (no {CONFIG_NAME}, export/ or complete checkpoint)")
+        raise ConfigError(f"--checkpoint {checkpoint}: no model there "
+                          f"(no {CONFIG_NAME}, export/ or complete checkpoint)")
     return PixelBert.from_pretrained(export_pretrained(ckpt, tmp)), None
 
 
@@ -140,7 +141,8 @@ def evaluate_checkpoint(args) -> int:
         cli.fail(f"--checkpoint {checkpoint}: no such folder")
     config_path = args.config or find_run_config(checkpoint)
     if config_path is None:
-        cli.fail(f"--checkpoint {checkpoint}: no config.json with it; give --config (its data section names the shards)")
+        cli.fail(f"--checkpoint {checkpoint}: no config.json with it; "
+                 "give --config (its data section names the shards)")
     with cli.user_errors():
         config = load_config(config_path, args.set)
     import torch.distributed as dist
@@ -222,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-stage-pixels", type=int, default=16, help="pixels per image in that first stage")
     p.add_argument("--predictions", help="score this results file instead of a model")
     p.add_argument("--questions", help="VQA: official questions file (with --predictions)")
-    p.add_argument("--annotations", help="VQA: official annotations file; NLVR2: the split's jsonl (with --predictions)")
+    p.add_argument("--annotations",
+                   help="VQA: official annotations file; NLVR2: the split's jsonl (with --predictions)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", "0")),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -112,7 +112,8 @@ def check_setup(config: Config, task: str, init: str | None, eval_split: str | N
 def run(config: Config, *, init: Path | None = None, eval_split: str | None = "val", resume: str | None = None,
         on_eval: Callable[[int, int, dict], None] | None = None, checkpoint_each_eval: bool = False) -> FinetuneResult:
     """Fine-tune on ``config.train.task``; ``on_eval(step, epoch, metrics)`` sees every evaluation
-    (Ray Tune reports from there; epoch = epochs done, fractional between epochs). ``checkpoint_each_eval``: also checkpoint at every evaluation."""
+    (Ray Tune reports from there; epoch = epochs done, fractional between epochs).
+    ``checkpoint_each_eval``: also checkpoint at every evaluation (a restored trial resumes there)."""
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader
@@ -174,7 +175,8 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
 def main(argv: list[str] | None = None) -> int:
     p = cli.base_parser(__doc__.splitlines()[0])
     p.add_argument("--task", required=True, help=f"one of {', '.join(FINETUNE_TASKS)}")
-    p.add_argument("--init", default=None, metavar="DIR", help="pre-trained save_pretrained folder (omit: no pre-training)")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="pre-trained save_pretrained folder (omit: no pre-training)")
     p.add_argument("--eval-split", default=None, help="split scored every epoch (default: val; nlvr2: dev)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     args = p.parse_args(argv)

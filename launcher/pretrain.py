@@ -28,17 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     from pixelbert.engine.trainer import TrainingError, plan_batch
 
     with cli.user_errors():  # everything a user can get wrong, checked before heavy work
+        if config.train.task != "pretrain":
+            cli.fail(f"{config.source}: 'train.task' is {config.train.task!r}; launcher/pretrain.py runs pretrain")
         plan_batch(config, cli.world_size())
         if args.resume not in (None, "auto") and not Path(args.resume).exists():
             cli.fail(f"--resume {args.resume}: no such checkpoint")
-        if not Path(config.data.shards).exists():
-            cli.fail(f"{config.source}: 'data.shards' {config.data.shards} does not exist "
-                     f"(build it with: python -m data_pipeline.build_shards --dataset {config.data.dataset} ...)")
         hw = detect_hardware(config)
 
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader
+    from data_pipeline.records import DataError
     from pixelbert import build_model
     from pixelbert.engine.checkpoint import export_pretrained, seed_everything
     from pixelbert.engine.trainer import Trainer
@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     init_distributed(hw)
     rank, world = dist.get_rank(), dist.get_world_size()
+    with cli.user_errors(DataError):  # missing shards, too little data for the ranks: before the model
+        loader = build_loader(config, "train", rank, world)
     seed_everything(config.train.seed)  # identical initial weights on every rank
     model = build_model(config)
-    with cli.user_errors():
-        loader = build_loader(config, "train", rank, world)
     trainer = Trainer(model, PretrainTask.from_config(config), loader, config, hardware=hw)
     try:
         with cli.user_errors():

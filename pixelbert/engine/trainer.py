@@ -7,7 +7,7 @@ A task (``pixelbert.tasks.base.Task``) turns (model, batch) into a loss and deta
 tensors; an optional metric ``tokens`` (tokens the encoder attended to) feeds tokens/s instead
 of being logged. The loader is any iterable of Batch; it may also offer ``__len__``
 (micro-batches per epoch on this rank), ``set_epoch(e)``, ``state_dict()`` /
-``load_state_dict()`` (exact data position) and ``bad_sample_counts()`` ({kind: n}).
+``load_state_dict()`` (exact data position) and ``bad_samples`` ({kind: count} on this rank).
 Everything the hardware decides comes from ``hardware.detect_hardware``.
 """
 
@@ -313,12 +313,22 @@ class Trainer:
             values["train/grad_norm"] = float(norm)
         values["perf/peak_memory_mb"] = peak_memory_mb(self.hw.device)
         values["train/bad_steps"] = float(self.state.bad_steps)
-        counts = getattr(self.loader, "bad_sample_counts", None)
-        for kind, n in (counts() if callable(counts) else {}).items():
+        for kind, n in self._bad_samples().items():
             values[f"data/bad_samples/{kind}"] = float(n)
         monitor.scalars(step, values)
         monitor.step(step, {k: v for k, v in values.items() if k in _SHOWN})
         return values
+
+    def _bad_samples(self) -> dict[str, float]:
+        """Skipped-sample counts by kind, summed over ranks (collective: every rank logs)."""
+        counts = getattr(self.loader, "bad_samples", None)
+        counts = counts() if callable(counts) else dict(counts or {})
+        if not counts:
+            return {}
+        kinds = sorted(counts)
+        total = torch.tensor([float(counts[k]) for k in kinds], device=self.hw.device)
+        dist.all_reduce(total)
+        return dict(zip(kinds, total.tolist()))
 
     def _evaluate(self, monitor: Monitor, step: int) -> None:
         self.engine.eval()

@@ -94,5 +94,6 @@ class SyntheticLoader:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos = state["epoch"], state["pos"]
 
-    def bad_sample_counts(self) -> dict:
+    @property
+    def bad_samples(self) -> dict:
         return {"decode_error": 0, "empty_caption": 0}
