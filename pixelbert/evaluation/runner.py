@@ -142,8 +142,10 @@ def _retrieval(module, loader, options: EvalOptions) -> EvalResult:
     if not texts:
         raise ValueError("retrieval evaluation: the loader gave no caption")
     ids, mask = pad_texts(texts)
-    score = lambda **kw: torch.cat(_gather(score_rows(module, side.image_tokens, ids, mask,  # noqa: E731
-                                                      pair_batch=options.pair_batch, **kw)))
+
+    def score(**kw) -> torch.Tensor:  # this rank's image rows x all captions, gathered: (I, T)
+        return torch.cat(_gather(score_rows(module, side.image_tokens, ids, mask, pair_batch=options.pair_batch, **kw)))
+
     if options.retrieval_topk is None:
         scores = score()
     else:

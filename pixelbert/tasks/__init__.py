@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pixelbert.config import Config, ConfigError
 
-__all__ = ["TASKS", "TASK_HEADS", "FINETUNE_TASKS", "build_task", "check_task"]
+__all__ = ["TASKS", "TASK_HEADS", "FINETUNE_TASKS", "RETRIEVAL_HARD_NEGATIVES", "build_task", "check_task"]
 
 TASKS = ("pretrain", "vqa", "nlvr2", "retrieval")
 FINETUNE_TASKS = ("vqa", "nlvr2", "retrieval")

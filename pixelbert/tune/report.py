@@ -20,7 +20,7 @@ POINTER = "engine_checkpoint.json"
 
 
 def epoch_reporter(engine_dir: str | Path) -> Callable[[int, int, dict], None]:
-    """``on_eval(step, epoch, metrics)`` for ``launcher.finetune.run``: ``ray.tune.report`` with a pointer checkpoint."""
+    """``on_eval(step, epoch, metrics)`` for ``launcher.finetune.run``: ``ray.tune.report`` + a pointer checkpoint."""
     from ray import tune
 
     def report(step: int, epoch: int, metrics: dict) -> None:

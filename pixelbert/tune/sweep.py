@@ -11,7 +11,8 @@ A sweep file (``configs/sweeps/*.json``)::
      "search_space": {"train.lr_transformer": {"loguniform": [1e-5, 3e-4]},
                       "data.micro_batch_size": {"choice": [16, 32]}, ...},
      "asha": {"grace_period": 1, "reduction_factor": 2},
-     "storage_path": "runs/sweeps", "cpus_per_trial": 1, "gpus_per_trial": 1}
+     "storage_path": "runs/sweeps", "cpus_per_trial": 1, "gpus_per_trial": 1,
+     "seed": 0}                                      sampling seed (null: a fresh draw each sweep)
 
 Each trial is one fine-tuning run reporting its validation metrics after every epoch; ASHA
 (``time_attr`` = reports = epochs, ``max_t`` the most epochs the space allows) stops the weak
@@ -69,13 +70,16 @@ def _check_param(name: str, spec: Any, source: str) -> None:
     if section not in _SECTIONS or key not in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
         raise ConfigError(f"{source}: search_space key {name!r} is not a config key (section.key)")
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
-        raise ConfigError(f"{source}: search_space {name!r} must be one of {{{', '.join(SAMPLERS)}: ...}}, got {spec!r}")
+        raise ConfigError(f"{source}: search_space {name!r} must be one of "
+                          f"{{{', '.join(SAMPLERS)}: ...}}, got {spec!r}")
     kind, args = next(iter(spec.items()))
     if kind in ("choice", "grid"):
         ok = isinstance(args, list) and len(args) > 0
     else:
-        ok = isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args) and args[0] < args[1]
-        ok = ok and (kind != "loguniform" or args[0] > 0) and (kind != "randint" or all(isinstance(a, int) for a in args))
+        numbers = isinstance(args, list) and len(args) == 2 and all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+        ok = numbers and args[0] < args[1] and (kind != "loguniform" or args[0] > 0)
+        ok = ok and (kind != "randint" or all(isinstance(a, int) for a in args))
     if not ok:
         raise ConfigError(f"{source}: search_space {name!r}: bad {kind} arguments {args!r} "
                           "(choice/grid: non-empty list; uniform/loguniform/randint: [low, high], low < high)")
@@ -117,7 +121,8 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: 'num_samples' and 'cpus_per_trial' must be >= 1, 'gpus_per_trial' >= 0")
     unknown = set(sweep.asha) - {"grace_period", "reduction_factor", "brackets"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key 'asha.{sorted(unknown)[0]}' (known: grace_period, reduction_factor, brackets)")
+        raise ConfigError(f"{path}: unknown key 'asha.{sorted(unknown)[0]}' "
+                          "(known: grace_period, reduction_factor, brackets)")
     # Relative paths in the file are relative to where the sweep is started, as for every config.
     sweep.base_config = str(Path(sweep.base_config).resolve())
     sweep.storage_path = str(Path(sweep.storage_path).resolve())
@@ -191,6 +196,7 @@ def run_sweep(sweep: Sweep, trainable: Callable, base: dict, metric: str, *, add
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     path = str(sweep.experiment_dir)
     if resume and not tune.Tuner.can_restore(path):
@@ -217,6 +223,7 @@ def run_sweep(sweep: Sweep, trainable: Callable, base: dict, metric: str, *, add
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(metric=metric, mode=sweep.mode, scheduler=scheduler,
                                     num_samples=sweep.num_samples,
+                                    search_alg=BasicVariantGenerator(random_state=sweep.seed),
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),

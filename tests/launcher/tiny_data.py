@@ -52,7 +52,8 @@ def write_vqa_v2(root: Path, n_train: int = 8, n_val: int = 6) -> None:
                 annotations.append({
                     "question_id": qid, "image_id": image_id, "question_type": q.split()[0],
                     "answer_type": "yes/no" if a in ("yes", "no") else "other", "multiple_choice_answer": a,
-                    "answers": [{"answer": h, "answer_confidence": "yes", "answer_id": j + 1} for j, h in enumerate(humans)],
+                    "answers": [{"answer": h, "answer_confidence": "yes", "answer_id": j + 1}
+                                for j, h in enumerate(humans)],
                 })
         (root / f"v2_OpenEnded_mscoco_{subtype}_questions.json").write_text(
             json.dumps({"data_subtype": subtype, "questions": questions}))
@@ -95,14 +96,17 @@ def write_coco_karpathy(root: Path, splits=(("train", 6), ("restval", 2), ("val"
             shutil.copy(png, root / "val2014" / name)
             variants = [caption, f"there is {caption}", f"an image of {caption}", f"{caption} on white",
                         f"{caption} in the middle"]
-            sentences = [{"raw": s, "tokens": s.split(), "sentid": sentid + k, "imgid": cocoid} for k, s in enumerate(variants)]
+            sentences = [{"raw": s, "tokens": s.split(), "sentid": sentid + k, "imgid": cocoid}
+                         for k, s in enumerate(variants)]
             sentid += 5
             images.append({"filepath": "val2014", "filename": name, "split": split, "cocoid": cocoid,
                            "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
     (root / "dataset_coco.json").write_text(json.dumps({"dataset": "coco", "images": images}))
 
 
-WRITERS = {"vqa": ("vqa", write_vqa_v2), "nlvr2": ("nlvr2", write_nlvr2), "retrieval": ("coco_karpathy", write_coco_karpathy)}
+# task -> (dataset name of the shard builder, writer of its raw files)
+WRITERS = {"vqa": ("vqa", write_vqa_v2), "nlvr2": ("nlvr2", write_nlvr2),
+           "retrieval": ("coco_karpathy", write_coco_karpathy)}
 
 
 def model_section(heads: list[str], num_answers: int = 5) -> dict:
