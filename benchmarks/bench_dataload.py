@@ -26,7 +26,7 @@ METHOD = (
     "alternate after warm-up; ratio = median over rounds of t(torch)/t(dali). Data wait = the trainer's own "
     "perf/data_wait_fraction over the last logged window of a real Trainer.fit run on these shards."
 )
-TARGETS = ["DALI loader >= torch loader images/s at equal CPU threads (configured image size)",
+TARGETS = ["DALI loader >= torch loader images/s at equal CPU threads (each config's image size)",
            "GPU: data waiting < 5% of step time, r50 at micro-batch 32"]
 
 
@@ -74,16 +74,18 @@ def _config(name: str, toy: bool, shards: Path, threads: int, micro: int | None,
 
 
 def _loader(name, toy, shards, threads, micro, variant):
-    from data_pipeline.loaders import build_loader
+    """The loader through the project's factory; dali_cpu on a GPU machine overrides its decode-device choice."""
+    import data_pipeline.loaders as loaders
 
-    if variant == "torch":
-        return build_loader(_config(name, toy, shards, threads, micro, "torch"), "train")
-    from data_pipeline.loaders.dali import DaliLoader
-    from pixelbert.modeling.tokenizer import load_tokenizer
-
-    cfg = _config(name, toy, shards, threads, micro, "dali")
-    device, device_id = ("mixed", torch.cuda.current_device()) if variant == "dali_mixed" else ("cpu", None)
-    return DaliLoader(cfg, "train", 0, 1, load_tokenizer(cfg.model), device=device, device_id=device_id)
+    cfg = _config(name, toy, shards, threads, micro, "torch" if variant == "torch" else "dali")
+    if variant != "dali_cpu" or not torch.cuda.is_available():
+        return loaders.build_loader(cfg, "train")
+    chosen = loaders.dali_device
+    loaders.dali_device = lambda: ("cpu", None)
+    try:
+        return loaders.build_loader(cfg, "train")
+    finally:
+        loaders.dali_device = chosen
 
 
 class _Puller:
@@ -111,11 +113,11 @@ class _Puller:
 
 def _cases(ctx: harness.Context) -> list[dict]:
     if ctx.toy:
-        return [dict(config="tiny", micro=4, batches=1, configured=True)]
+        return [dict(config="tiny", micro=4, batches=1)]
     if ctx.on_gpu:
-        return [dict(config="r50", micro=32, batches=2, configured=True)]
-    return [dict(config="tiny", micro=32, batches=2, configured=True),
-            dict(config="r50", micro=8, batches=2, configured=False)]
+        return [dict(config="r50", micro=32, batches=2)]
+    return [dict(config="tiny", micro=32, batches=2),
+            dict(config="r50", micro=8, batches=2)]
 
 
 def _variants(ctx: harness.Context) -> list[str]:
@@ -181,12 +183,16 @@ def run(ctx: harness.Context) -> dict:
     if ctx.toy:
         shutil.rmtree(where, ignore_errors=True)
 
-    head = next(c for c in cases if c["configured"])
-    dali = head["ratio_torch_time_over"].get("dali_cpu")
+    # Judged at every config's own image size (CPU: tiny 64 and r50 800x1333): the worse one counts.
+    per_case = {c["config"]: c["ratio_torch_time_over"].get("dali_cpu") for c in cases}
+    known = {k: v for k, v in per_case.items() if v is not None}
+    worst = min(known, key=known.get) if known else None
+    dali = known[worst] if worst else None
     why = "" if dali is not None and dali >= 1 else (
         "DALI is not installed here" if dali is None else
-        "at this size decode is cheap and each batch's Python side (tokenise, mask, collate, and for DALI the copy "
-        "out of its buffers) runs in the main process for DALI but in the workers for torch")
+        f"worst at {worst} sizes ({', '.join(f'{k} {v:.2f}' for k, v in known.items())}): with CPU decode both "
+        "backends run libjpeg-turbo and a resize per image, so per-image work dominates and DALI's CPU operators "
+        "plus the copy out of its buffers cost about what PIL + torchvision do; DALI's lead is GPU decode (dali_mixed)")
     t1 = harness.target(TARGETS[0], dali, 1.0, why=why)
     if ctx.on_gpu and not ctx.toy:
         w = wait["data_wait_fraction"] * 100

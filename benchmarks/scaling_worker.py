@@ -56,10 +56,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    # CPU: the ranks share the cores the single-rank run had, so total threads stay equal.
-    total = int(os.environ.get("PIXELBERT_BENCH_THREADS", str(len(os.sched_getaffinity(0)))))
-    torch.set_num_threads(max(1, total // world))
+    torch.set_num_threads(1)  # CPU: one core per rank, as one GPU per rank
     result = measure(a.config, a.toy, a.steps, a.warmup)
     if int(os.environ.get("RANK", "0")) == 0:
         a.out.write_text(json.dumps(result))
