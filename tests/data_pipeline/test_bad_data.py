@@ -15,7 +15,7 @@ from PIL import Image
 from data_pipeline.loaders import build_loader
 from data_pipeline.shards import FORMAT, write_index, write_tar
 
-from conftest import BACKENDS, assert_same_batch, make_config
+from data_helpers import BACKENDS, assert_same_batch, make_config
 from fake_datasets import image_bytes
 
 

@@ -9,7 +9,7 @@ from data_pipeline.loaders import build_loader, dali_device
 from data_pipeline.records import DataError
 from pixelbert.config import config_from_dict
 
-from conftest import BACKENDS, assert_same_batch, make_config
+from data_helpers import BACKENDS, assert_same_batch, make_config
 from fake_datasets import FORMATS, TASK_OF
 
 

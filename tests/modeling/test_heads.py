@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import make_batch, tiny_model_config
+from model_helpers import make_batch, tiny_model_config
 from pixelbert import build_model
 
 

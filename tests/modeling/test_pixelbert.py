@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_batch, tiny_model_config
+from model_helpers import make_batch, tiny_model_config
 from pixelbert import PixelBertOutput, build_model
 from pixelbert.config import Config
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import make_batch, tiny_model_config
+from model_helpers import make_batch, tiny_model_config
 from pixelbert import PixelBert, build_model, load_tokenizer
 
 

@@ -3,7 +3,7 @@
 import torch
 from transformers import BertModel
 
-from conftest import MINILM, tiny_model_config
+from model_helpers import MINILM, tiny_model_config
 from pixelbert import build_model, load_tokenizer
 from pixelbert.config import resolve_package_path
 from pixelbert.modeling.text import build_text_model

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_model_config
+from model_helpers import tiny_model_config
 from pixelbert.modeling.visual import PixelEmbedding, sample_pixel_index, valid_sizes
 
 
