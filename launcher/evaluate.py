@@ -166,10 +166,8 @@ def evaluate_checkpoint(args) -> int:
         init_distributed(hw)
         rank, world = dist.get_rank(), dist.get_world_size()
         model = model.to(hw.device, hw.dtype).eval()
-        try:
+        with cli.user_errors(DataError):
             loader = build_loader(config, args.split, rank, world)
-        except DataError as e:
-            cli.fail(str(e))
         manifest = loader.shards.manifest
         answers = manifest.get("answers")
         if model_dir is not None and (model_dir / "answers.json").is_file():

@@ -110,7 +110,8 @@ def check_setup(config: Config, task: str, init: str | None, eval_split: str | N
 
 
 def run(config: Config, *, init: Path | None = None, eval_split: str | None = "val", resume: str | None = None,
-        on_eval: Callable[[int, int, dict], None] | None = None, checkpoint_each_eval: bool = False) -> FinetuneResult:
+        on_eval: Callable[[int, float, dict], None] | None = None,
+        checkpoint_each_eval: bool = False) -> FinetuneResult:
     """Fine-tune on ``config.train.task``; ``on_eval(step, epoch, metrics)`` sees every evaluation
     (Ray Tune reports from there; epoch = epochs done, fractional between epochs).
     ``checkpoint_each_eval``: also checkpoint at every evaluation (a restored trial resumes there)."""
@@ -159,9 +160,12 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
         t.eval_every = trainer.steps_per_epoch
     if checkpoint_each_eval:
         t.checkpoint_every = min(t.checkpoint_every, t.eval_every)
+    out = Path(t.output_dir)
+    earlier = json.loads((out / "eval.json").read_text())["evals"] if resume and (out / "eval.json").is_file() else []
     fit = trainer.fit(resume=resume)
     result.step, result.stopped_by_signal = fit.step, fit.stopped_by_signal
-    out = Path(t.output_dir)
+    first_new = min((e["step"] for e in result.evals), default=fit.step + 1)
+    result.evals = [e for e in earlier if e["step"] < first_new] + result.evals  # a resumed run keeps its history
     if rank == 0:
         (out / "eval.json").write_text(json.dumps({"split": eval_split, "evals": result.evals}, indent=1) + "\n")
         if not fit.stopped_by_signal:
@@ -189,16 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     from pixelbert.engine.trainer import TrainingError
 
     eval_split = None if args.no_eval else (args.eval_split or default_eval_split(args.task))
+    with cli.user_errors(DataError):
+        init = check_setup(config, args.task, args.init, eval_split, args.resume)
     try:
-        with cli.user_errors():
-            init = check_setup(config, args.task, args.init, eval_split, args.resume)
-    except DataError as e:
-        cli.fail(str(e))
-    try:
-        with cli.user_errors():
+        with cli.user_errors(DataError):  # e.g. too little data for the ranks, found by the loader
             result = run(config, init=init, eval_split=eval_split, resume=args.resume)
-    except DataError as e:
-        cli.fail(str(e))
     except TrainingError as e:
         if cli.rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)

@@ -27,10 +27,13 @@ def test_bad_task_name_is_one_line_and_exit_2():
         "error: unknown task 'captioning' (known: vqa, nlvr2, retrieval)"]
 
 
-def test_missing_init_folder_is_one_line_and_exit_2(tmp_path):
-    proc = _script("--task", "vqa", "--config", "configs/finetune/vqa.json", "--init", str(tmp_path / "nope"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: --init {tmp_path / 'nope'}: no such folder"]
+def test_missing_init_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    from launcher import finetune
+
+    with pytest.raises(SystemExit) as stop:
+        finetune.main(["--task", "vqa", "--config", "configs/finetune/vqa.json", "--init", str(tmp_path / "nope")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --init {tmp_path / 'nope'}: no such folder"]
 
 
 def test_a_config_for_another_task_is_refused(tmp_path, task_data, pretrained):

@@ -79,11 +79,14 @@ def test_a_finished_sweep_resumes_without_rerunning_and_a_second_start_is_refuse
     assert {p: p.stat().st_mtime for p in experiment.glob("trial_*/run/eval.json")} == before
 
 
-def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path):
+def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys):
+    from launcher import sweep
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "base_config": "configs/finetune/easyvqa.json",
                                "search_space": {"train.lr_transformr": {"loguniform": [1e-5, 1e-3]}}}))
-    proc = _sweep("--config", str(bad), timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--config", str(bad)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {bad}: search_space key 'train.lr_transformr' is not a config key (section.key)"]
