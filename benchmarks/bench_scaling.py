@@ -30,21 +30,47 @@ TARGETS = ["data-parallel scaling efficiency 1 -> 2 ranks >= 0.9 (our bar; the i
 WORKER = Path(__file__).with_name("scaling_worker.py")
 
 
-def _launch(n: int, config: str, toy: bool, steps: int, warmup: int, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", str(WORKER),
-               "--config", config, "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)]
-        if toy:
-            cmd.append("--toy")
-        env = {k: v for k, v in os.environ.items()  # the parent's own rendezvous must not leak in
-               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-        env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+def _start(n: int, config: str, toy: bool, steps: int, warmup: int) -> tuple:
+    tmp = tempfile.TemporaryDirectory()
+    out = Path(tmp.name) / "result.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", str(WORKER),
+           "--config", config, "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)]
+    if toy:
+        cmd.append("--toy")
+    env = {k: v for k, v in os.environ.items()  # the parent's own rendezvous must not leak in
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return n, proc, tmp, out
+
+
+def _finish(started: tuple, timeout: float) -> dict:
+    n, proc, tmp, out = started
+    try:
+        log, _ = proc.communicate(timeout=timeout)
         if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            tail = log.strip().splitlines()[-5:]
             raise RuntimeError(f"{n}-rank launch failed (rc {proc.returncode}): {' | '.join(tail)}")
         return json.loads(out.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        tmp.cleanup()
+
+
+def _launch(n: int, config: str, toy: bool, steps: int, warmup: int, timeout: float) -> dict:
+    return _finish(_start(n, config, toy, steps, warmup), timeout)
+
+
+_TOY = dict(config="tiny", steps=2, warmup=1)
+_PRESTARTED: dict[int, tuple] = {}
+
+
+def prestart(ctx: harness.Context) -> None:
+    """Toy runs only: start the 2-rank launch now, so its ~10 s of imports overlap the other
+    benchmarks (toy timings mean nothing; this keeps the schema test short)."""
+    if ctx.toy and not ctx.on_gpu and 2 not in _PRESTARTED:
+        _PRESTARTED[2] = _start(2, _TOY["config"], True, _TOY["steps"], _TOY["warmup"])
 
 
 def run(ctx: harness.Context) -> dict:
@@ -62,6 +88,8 @@ def run(ctx: harness.Context) -> dict:
                 from benchmarks.scaling_worker import measure
 
                 runs[n].append(measure(config, True, steps, warmup))
+            elif n in _PRESTARTED:
+                runs[n].append(_finish(_PRESTARTED.pop(n), timeout=max(120.0, ctx.budget_s)))
             else:
                 runs[n].append(_launch(n, config, ctx.toy, steps, warmup, timeout=max(120.0, ctx.budget_s)))
     med = {n: statistics.median(x["samples_per_s"] for x in runs[n]) for n in counts}

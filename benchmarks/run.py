@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = harness.machine_info()
     harness.write_json(out / "machine.json", machine)
     results, failed = [], []
+    if args.toy and "scaling" in names:
+        importlib.import_module("benchmarks.bench_scaling").prestart(harness.Context(suite=args.suite, toy=True))
     deadline = time.perf_counter() + total
     for name in names:
         left = deadline - time.perf_counter()
