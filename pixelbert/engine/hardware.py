@@ -117,3 +117,7 @@ def init_distributed(hw: Hardware | None = None) -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     if hw is not None and hw.on_gpu:
         torch.cuda.set_device(hw.device)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # N CPU ranks on one machine would each start one thread per core: share the cores instead.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
