@@ -114,7 +114,8 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
         checkpoint_each_eval: bool = False) -> FinetuneResult:
     """Fine-tune on ``config.train.task``; ``on_eval(step, epoch, metrics)`` sees every evaluation
     (Ray Tune reports from there; epoch = epochs done, fractional between epochs).
-    ``checkpoint_each_eval``: also checkpoint at every evaluation (a restored trial resumes there)."""
+    ``checkpoint_each_eval``: checkpoint at every evaluation, before ``on_eval`` (a restored trial
+    resumes exactly at its last report)."""
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader
@@ -149,6 +150,8 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
         entry = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 3), "metrics": metrics}
         result.evals.append(entry)
         result.metrics = metrics
+        if checkpoint_each_eval:  # before reporting: whoever acts on the report can resume from here
+            trainer.save()
         if on_eval is not None:
             on_eval(entry["step"], entry["epoch"], metrics)
 
@@ -158,8 +161,6 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
     t = config.train
     if t.eval_every is None:
         t.eval_every = trainer.steps_per_epoch
-    if checkpoint_each_eval:
-        t.checkpoint_every = min(t.checkpoint_every, t.eval_every)
     out = Path(t.output_dir)
     earlier = json.loads((out / "eval.json").read_text())["evals"] if resume and (out / "eval.json").is_file() else []
     fit = trainer.fit(resume=resume)

@@ -14,6 +14,7 @@ Exit 2: bad sweep file or arguments (one line); 1: no trial finished.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,16 +26,17 @@ from launcher import cli  # noqa: E402
 __all__ = ["trial", "main"]
 
 
-def trial(params: dict, *, base: dict, init: str | None, eval_split: str | None) -> None:
+def trial(params: dict, *, base: dict, init: str | None, eval_split: str | None, experiment_dir: str) -> None:
     """One Ray Tune trial: fine-tune with the sampled ``params`` ({"section.key": value})."""
-    from ray import tune
-
     from launcher.finetune import run
-    from pixelbert.tune import epoch_reporter, resume_point, trial_config
+    from pixelbert.tune import epoch_reporter, resume_point, trial_config, trial_run_dir
 
-    out = Path(tune.get_context().get_trial_dir()) / "run"
+    out = trial_run_dir(experiment_dir)
     config = trial_config(base, params, out)
-    run(config, init=None if init is None else Path(init), eval_split=eval_split, resume=resume_point(),
+    resume = resume_point()
+    if resume is None and out.exists():  # Ray restarts this trial from scratch: so does the engine
+        shutil.rmtree(out)
+    run(config, init=None if init is None else Path(init), eval_split=eval_split, resume=resume,
         on_eval=epoch_reporter(out / "checkpoints"), checkpoint_each_eval=True)
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from launcher.finetune import default_eval_split, resolve_init
     from pixelbert.evaluation.runner import MAIN_METRIC
     from pixelbert.tasks import FINETUNE_TASKS, check_task
-    from pixelbert.tune import base_config, best_config, load_sweep, run_sweep, write_best_config
+    from pixelbert.tune import base_config, best_config, load_sweep, run_sweep, unfinished_trials, write_best_config
 
     with cli.user_errors():
         sweep = load_sweep(args.config)
@@ -61,9 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     eval_split = sweep.eval_split or default_eval_split(task)
     from ray import tune
 
-    fn = tune.with_parameters(trial, base=base, init=init, eval_split=eval_split)
+    fn = tune.with_parameters(trial, base=base, init=init, eval_split=eval_split,
+                              experiment_dir=str(sweep.experiment_dir))
     with cli.user_errors():
         grid = run_sweep(sweep, fn, base, metric, address=args.address, resume=args.resume)
+    if unfinished_trials(sweep):  # stopped (Ctrl-C) before every trial ended
+        print(f"sweep interrupted; continue it with: python launcher/sweep.py --config {args.config} --resume",
+              file=sys.stderr)
+        return 1
     try:
         raw, metrics, trial_dir = best_config(grid, base, metric, sweep.mode)
     except RuntimeError as e:

@@ -12,8 +12,11 @@ from pixelbert.tune.sweep import (
     search_space,
     trial_config,
     trial_resources,
+    trial_run_dir,
+    unfinished_trials,
     write_best_config,
 )
 
 __all__ = ["Sweep", "base_config", "best_config", "epoch_reporter", "load_sweep", "max_epochs", "resume_point",
-           "run_sweep", "search_space", "trial_config", "trial_resources", "write_best_config"]
+           "run_sweep", "search_space", "trial_config", "trial_resources", "trial_run_dir", "unfinished_trials",
+           "write_best_config"]

@@ -28,12 +28,13 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from pixelbert.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, config_from_dict, load_config
 
 __all__ = ["Sweep", "SAMPLERS", "load_sweep", "search_space", "trial_config", "base_config", "max_epochs",
-           "trial_resources", "run_sweep", "best_config", "write_best_config"]
+           "trial_resources", "trial_run_dir", "run_sweep", "unfinished_trials", "best_config", "write_best_config"]
 
 SAMPLERS = ("uniform", "loguniform", "choice", "randint", "grid")
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
@@ -179,6 +180,23 @@ def trial_config(base: dict, params: dict, output_dir: str | Path, source: str =
     return config_from_dict(raw, source=f"{source} {params}")
 
 
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def trial_run_dir(experiment_dir: str | Path) -> Path:
+    """Where the running trial's engine writes (checkpoints, TensorBoard): ``<experiment>/<trial>/run``.
+
+    Not ``tune.get_context().get_trial_dir()``: that is a staging folder under the Ray session,
+    copied to storage at every report and gone in a new session, so a restored trial would
+    find no engine checkpoint there. The experiment folder must be shared by all nodes (as
+    Ray requires of ``storage_path`` on a cluster).
+    """
+    from ray import tune
+
+    return Path(experiment_dir) / _trial_dirname(SimpleNamespace(trial_id=tune.get_context().get_trial_id())) / "run"
+
+
 def trial_resources(sweep: Sweep, cluster_gpus: float) -> dict:
     """One GPU per trial where the cluster has GPUs, else CPU slots only."""
     if cluster_gpus > 0 and sweep.gpus_per_trial > 0:
@@ -224,16 +242,27 @@ def run_sweep(sweep: Sweep, trainable: Callable, base: dict, metric: str, *, add
         tune_config=tune.TuneConfig(metric=metric, mode=sweep.mode, scheduler=scheduler,
                                     num_samples=sweep.num_samples,
                                     search_alg=BasicVariantGenerator(random_state=sweep.seed),
-                                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+                                    trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=sweep.name, storage_path=sweep.storage_path,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
     )
     return tuner.fit()
 
 
+def unfinished_trials(sweep: Sweep) -> int:
+    """Trials the saved experiment state still lists as to run (the sweep was interrupted)."""
+    from ray.tune import ExperimentAnalysis
+
+    saved = ExperimentAnalysis(str(sweep.experiment_dir))
+    return sum(t.status not in ("TERMINATED", "ERROR") for t in saved.trials)
+
+
 def best_config(grid, base: dict, metric: str, mode: str) -> tuple[dict, dict, str]:
     """(config dict of the best trial, its last metrics, its folder) by the metric of its last report."""
-    best = grid.get_best_result(metric=metric, mode=mode, scope="last")
+    try:
+        best = grid.get_best_result(metric=metric, mode=mode, scope="last")
+    except RuntimeError:  # Ray's way of saying no trial reported the metric
+        best = None
     if best is None or best.metrics is None or metric not in best.metrics:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error is not None]
         raise RuntimeError(f"no trial reported {metric!r}" + (f"; first error: {errors[0]}" if errors else ""))

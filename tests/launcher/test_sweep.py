@@ -66,12 +66,15 @@ def test_two_trial_sweep_runs_to_completion_and_writes_a_ready_to_use_best_confi
     assert (experiment / best_trial.rsplit("/", 1)[-1] / "run" / "export" / "model.safetensors").is_file()
 
 
-def test_a_finished_sweep_resumes_without_rerunning_and_a_second_start_is_refused(sweep_file):
+def test_a_finished_sweep_resumes_without_rerunning_and_a_second_start_is_refused(sweep_file, capsys):
+    from launcher import sweep
+
     path, experiment = sweep_file
     if not (experiment / "best_config.json").exists():
         pytest.skip("needs the sweep of the previous test")
-    again = _sweep("--config", str(path))
-    assert again.returncode == 2 and "--resume" in again.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as stop:  # refused before Ray starts
+        sweep.main(["--config", str(path)])
+    assert stop.value.code == 2 and "--resume" in capsys.readouterr().err
     before = {p: p.stat().st_mtime for p in experiment.glob("trial_*/run/eval.json")}
     resumed = _sweep("--config", str(path), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
