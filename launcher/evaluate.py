@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, help=f"one of {', '.join(FINETUNE_TASKS)}")
     p.add_argument("--checkpoint", help="run folder, save_pretrained folder or checkpoint")
-    p.add_argument("--split", default="val", help="split of the shards to score (default val)")
+    p.add_argument("--split", default=None, help="split of the shards to score (default val; nlvr2: dev)")
     p.add_argument("--config", help="config whose data section names the shards (default: the run's config.json)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--out", help="output folder (default <checkpoint>/eval/<split>)")
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return score_file(args)
     if not args.checkpoint:
         cli.fail("give --checkpoint DIR (a model to run) or --predictions FILE (a results file to score)")
+    from launcher.finetune import default_eval_split
+
+    args.split = args.split or default_eval_split(args.task)
     if args.retrieval_topk is not None and args.retrieval_topk < 1:
         cli.fail(f"--retrieval-topk must be >= 1, got {args.retrieval_topk}")
     return evaluate_checkpoint(args)
