@@ -75,6 +75,9 @@ def _write_shard(job: dict) -> dict:
 
 def _usable(record: dict, tasks: list[str]) -> None:
     parse_record(record)
+    captions = record.get("captions")  # as the loaders judge it: a caption that is not a string is a bad record
+    if captions is not None and not (isinstance(captions, list) and all(isinstance(c, str) for c in captions)):
+        raise BadSample("bad_record", f"{record['key']}: 'captions' must be a list of strings")
     if not any(units_per_sample(record, t) for t in tasks):
         raise BadSample("empty_text", record["key"])
 

@@ -232,6 +232,7 @@ def _validate(cfg: Config) -> None:
         (t.global_batch_size is None or t.global_batch_size > 0, "train.global_batch_size", "must be > 0"),
         (t.precision in ("auto", "bf16", "fp16", "fp32"), "train.precision", "must be auto, bf16, fp16 or fp32"),
         (t.checkpoint_every > 0 and t.keep_last > 0, "train.checkpoint_every", "checkpoint_every and keep_last must be > 0"),
+        (t.max_bad_steps >= 0, "train.max_bad_steps", f"must be >= 0, got {t.max_bad_steps}"),
     ]
     for ok, key, msg in checks:
         if not ok:

@@ -57,6 +57,9 @@ class TorchLoader(ShardLoader):
             prefetch_factor=self.config.data.prefetch if workers else None,
             # Workers inherit the plan by fork; torch threads in them would only fight over cores.
             worker_init_fn=_one_thread if workers else None,
+            # Every DataLoader iterator draws a seed from this generator; from the global one it
+            # would shift dropout and pixel sampling whenever a resumed run starts mid-epoch.
+            generator=torch.Generator().manual_seed(self.seed),
         )
         yield from loader
 

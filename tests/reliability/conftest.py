@@ -1,0 +1,92 @@
+"""Session fixtures: one series of 2-rank pre-training runs that several guarantees are read from.
+
+Every run trains the tiny model on the bad-input shards (bad_inputs.py) with the same faults
+injected at the same steps: a NaN loss on rank 1 at step 3, a NaN gradient on rank 0 at step 5,
+and NaN losses on every rank from step 11 (so each run stops, by design, at step 13 with
+max_bad_steps 2, after saving step 10 and step 12).
+
+- ``reference``: uninterrupted (apart from that designed stop), traced (sample keys, bad-sample
+  counters, RSS).
+- ``chain``: the same run, interrupted three ways and resumed with ``--resume auto`` each time:
+  dies inside the save of step 4 -> resumed, SIGKILLed (whole process group) at a random
+  moment after the step-6 checkpoint -> resumed, SIGTERM to rank 0 -> resumed to the end.
+  The reference starts alongside the first chain run (both are mostly start-up time).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for sub in ("engine", "launcher", "data_pipeline", "reliability"):
+    if str(HERE.parent / sub) not in sys.path:
+        sys.path.insert(0, str(HERE.parent / sub))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+from bad_inputs import write_bad_shards  # noqa: E402
+from runs import END, FAULTS, SIGTERM_BOUND_S, latest, start, write_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def series_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="session")
+def bad_shards(series_dir):
+    """(shards folder, good sample keys)."""
+    root = series_dir / "shards"
+    return root, write_bad_shards(root)
+
+
+@pytest.fixture(scope="session")
+def series(series_dir, bad_shards) -> dict:
+    shards, _ = bad_shards
+    trace = series_dir / "trace"
+    trace.mkdir()
+    # The reference checkpoints every step (to see skipped steps leave the weights); saving only reads state.
+    ref_cfg = write_config(series_dir / "reference.json", shards, series_dir / "reference", max_steps=END,
+                           checkpoint_every=1)
+    ref = start("reference", ref_cfg, series_dir, trace=str(trace), **FAULTS)
+    out = series_dir / "chain"
+    cfg = write_config(series_dir / "chain.json", shards, out, max_steps=END)
+    chain: dict = {"out": out}
+
+    crash = start("crash", cfg, series_dir, crash_save=4, **FAULTS)
+    crash.wait()
+    chain["crash"] = crash
+    chain["after_crash"] = {"latest": latest(out), "tmp": sorted(p.name for p in (out / "checkpoints").iterdir())}
+
+    killed = start("killed", cfg, series_dir, resume="auto", **FAULTS)
+    # After the step-6 checkpoint (step 7 is logged after it), at a random moment within about a step.
+    killed.wait_until(lambda: "step 7/" in killed.stdout, what="step 7")
+    seed = random.randrange(10**6)
+    delay = random.Random(seed).uniform(0.0, 1.0)
+    time.sleep(delay)
+    killed.kill(signal.SIGKILL)
+    killed.wait()
+    killed.extra.update(seed=seed, delay=delay, latest=latest(out))
+    chain["killed"] = killed
+
+    term = start("sigterm", cfg, series_dir, resume="auto", **FAULTS)
+    resumed = int(killed.extra["latest"].split("_")[1])
+    term.wait_until(lambda: f"step {resumed + 1}/" in term.stdout, what=f"step {resumed + 1}")
+    rank0 = term.workers()[0]
+    sent = time.monotonic()
+    os.kill(rank0, signal.SIGTERM)
+    term.wait(SIGTERM_BOUND_S + 60)
+    term.extra.update(seconds=term.ended - sent, latest=latest(out))
+    chain["sigterm"] = term
+
+    final = start("final", cfg, series_dir, resume="auto", **FAULTS)
+    final.wait()
+    chain["final"] = final
+    ref.wait()
+    return {"reference": ref, "trace": trace, "chain": chain}

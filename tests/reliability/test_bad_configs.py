@@ -1,0 +1,57 @@
+"""Bad configs and arguments the launcher tests do not already cover: exit 2, one line naming the
+problem, no traceback, before any heavy work (tests/launcher/test_cli.py has unknown key, zero
+batch, impossible global batch, missing config / checkpoint, task of another launcher)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+import launch  # tests/engine/launch.py
+from launcher import pretrain
+from runs import write_config
+
+
+def config_file(tmp_path, **train) -> str:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"model": {"text_config": {"hidden_size": 64}}, "train": train}))
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--set", "data.micro_batch_size=-4"], "data.micro_batch_size"),
+    (["--set", 'train.max_steps="ten"'], "train.max_steps"),
+    (["--set", "train.grad_clip=[1]"], "train.grad_clip"),
+    (["--set", 'train.task="pretrian"'], "pretrian"),
+    (["--set", "train.max_bad_steps=-1"], "train.max_bad_steps"),
+], ids=["negative-batch", "string-for-int", "list-for-float", "unknown-task", "negative-max-bad-steps"])
+def test_a_bad_value_is_exit_2_and_one_line_naming_it(tmp_path, capsys, argv, named):
+    with pytest.raises(SystemExit) as stop:
+        pretrain.main(["--config", config_file(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("error: ") and "\n" not in err and named in err, err
+
+
+def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        pretrain.main(["--config", config_file(tmp_path, epochs="2")])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "cfg.json" in err and "train.epochs" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_missing_shards_stop_the_real_launcher_fast_with_one_line_and_no_model_built(tmp_path):
+    cfg = write_config(tmp_path / "cfg.json", tmp_path / "no_such_shards", tmp_path / "run")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(launch.REPO / "launcher" / "pretrain.py"), "--config", str(cfg)],
+                          cwd=launch.REPO, env=launch.env(), capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - started
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "no_such_shards" in errors[0]
+    assert not (tmp_path / "run").exists() and "step " not in proc.stdout  # nothing trained, nothing written
+    assert seconds < 120  # imports only (~10-30 s on a loaded 2-core machine)
