@@ -31,7 +31,7 @@ from pixelbert.engine.hardware import Hardware, detect_hardware, init_distribute
 from pixelbert.engine.monitor import Monitor, peak_memory_mb
 from pixelbert.engine.optim import build_optimizer, build_schedule
 
-__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config"]
+__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config", "task_metrics_eval"]
 
 
 class TrainingError(RuntimeError):
@@ -120,8 +120,9 @@ class Trainer:
     """DeepSpeed-wrapped training of ``model`` on ``task`` with checkpoints, logs and eval hooks.
 
     ``cnn``: the visual trunk (SGD rule); defaults to ``model.backbone``.
-    ``eval_fn(model, eval_loader) -> {name: float}`` runs every train.eval_every steps and at
-    the end, on every rank (it does its own cross-rank reduction).
+    ``eval_fn(model, batches) -> {name: float}`` runs every train.eval_every steps and at the
+    end, on every rank (it does its own cross-rank reduction; ``task_metrics_eval`` is one);
+    ``batches`` iterates the eval loader already on the device.
     """
 
     def __init__(self, model: torch.nn.Module, task, train_loader: Iterable[Batch], config: Config, *,
@@ -333,10 +334,52 @@ class Trainer:
     def _evaluate(self, monitor: Monitor, step: int) -> None:
         self.engine.eval()
         with torch.no_grad():
-            scores = self.eval_fn(self.engine, self.eval_loader)
+            scores = self.eval_fn(self.engine, _OnDevice(self.eval_loader, self._to_device))
         self.engine.train()
         monitor.scalars(step, {f"eval/{k}": float(v) for k, v in scores.items()})
         monitor.message(f"eval at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+
+
+def task_metrics_eval(task, max_batches: int | None = None):
+    """An eval hook for any task: its loss metrics averaged over the eval loader and all ranks.
+
+    Tasks with their own metrics (VQA accuracy, recall@K) pass their own hook instead.
+    """
+
+    def evaluate(model, loader) -> dict[str, float]:
+        device = next(model.parameters()).device
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            _, metrics = task.loss(model, batch)
+            metrics.pop("tokens", None)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v.float()
+            count += 1
+        names = [sorted(sums)]
+        dist.broadcast_object_list(names, src=0)  # same tensor layout on every rank, even one without batches
+        zero = torch.zeros((), device=device)
+        packed = torch.stack([sums.get(n, zero) for n in names[0]] + [torch.tensor(float(count), device=device)])
+        dist.all_reduce(packed)
+        *totals, n = packed.tolist()
+        return {k: t / max(n, 1.0) for k, t in zip(names[0], totals)}
+
+    return evaluate
+
+
+class _OnDevice:
+    """The eval loader's batches moved (and cast) the way training batches are."""
+
+    def __init__(self, loader, move):
+        self.loader, self.move = loader, move
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return (self.move(b) for b in self.loader)
 
 
 _SHOWN = ("train/loss", "train/mlm_acc", "train/itm_acc", "perf/samples_per_s")

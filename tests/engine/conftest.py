@@ -1,6 +1,6 @@
 """Session fixtures: the multi-process training runs several tests read (each launch costs ~30-60 s on 2 cores).
 
-- ``reference_run``: 1 process, accumulation 2, deterministic (python launcher path).
+- ``reference_run``: 1 process, accumulation 2, deterministic, eval hook every 3 steps.
 - ``two_rank_runs``: one ``deepspeed --num_gpus 2`` launch running, in turn, ZeRO-2 and ZeRO-3
   deterministic runs with the same global batch (2 ranks x accumulation 1), and a ZeRO-2 run
   with dropout and pixel sampling on, accumulation 2, 6 steps, checkpoints at 3 and 6.
@@ -35,8 +35,8 @@ def _run(name: str, out: Path, **kw) -> dict:
 
 @pytest.fixture(scope="session")
 def reference_run(runs_dir) -> dict:
-    return run_driver(runs_dir, [_run("one_rank", runs_dir, deterministic=True, gradient_accumulation=2)],
-                      "python")["one_rank"]
+    run = _run("one_rank", runs_dir, deterministic=True, gradient_accumulation=2, eval_every=3)
+    return run_driver(runs_dir, [run], "python")["one_rank"]
 
 
 @pytest.fixture(scope="session")

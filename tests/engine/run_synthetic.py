@@ -4,7 +4,7 @@
 
 SPEC: {"runs": [RUN, ...]} run one after the other in the same process group (saves start-up
 time). RUN: {"name", "config": <config dict>, "resume": null | "auto" | path,
-"init_seed": int, "global_batches_per_epoch": int}. Rank 0 writes <name>.result.json
+"init_seed": int, "global_batches_per_epoch": int}; train.eval_every adds a held-out eval hook. Rank 0 writes <name>.result.json
 (history, final step, checkpoint) and <name>.probe.safetensors: the trained model's eval-mode
 MLM and ITM logits on a fixed batch (for export tests) into SPEC's "out" folder.
 """
@@ -27,7 +27,7 @@ from synthetic import SyntheticLoader, make_sample_batch  # noqa: E402
 from pixelbert import build_model  # noqa: E402
 from pixelbert.config import config_from_dict  # noqa: E402
 from pixelbert.engine.hardware import detect_hardware, init_distributed  # noqa: E402
-from pixelbert.engine.trainer import Trainer  # noqa: E402
+from pixelbert.engine.trainer import Trainer, task_metrics_eval  # noqa: E402
 from pixelbert.tasks.pretrain import PretrainTask  # noqa: E402
 
 PROBE_IDS = list(range(10**9, 10**9 + 4))
@@ -49,7 +49,13 @@ def run(spec: dict, run_spec: dict) -> None:
     torch.manual_seed(run_spec.get("init_seed", 0))  # same initial weights on every rank and run
     model = build_model(cfg)
     loader = SyntheticLoader(cfg.data.micro_batch_size, rank, world, run_spec.get("global_batches_per_epoch", 16) // world)
-    trainer = Trainer(model, PretrainTask.from_config(cfg), loader, cfg, hardware=hw)
+    task = PretrainTask.from_config(cfg)
+    evaluation = {}
+    if cfg.train.eval_every:  # held-out synthetic batches (another epoch number: other samples)
+        held_out = SyntheticLoader(cfg.data.micro_batch_size, rank, world, 2)
+        held_out.set_epoch(99)
+        evaluation = dict(eval_loader=held_out, eval_fn=task_metrics_eval(task))
+    trainer = Trainer(model, task, loader, cfg, hardware=hw, **evaluation)
     result = trainer.fit(resume=run_spec.get("resume"))
     logits = probe(trainer.engine)
     if rank == 0:

@@ -82,6 +82,8 @@ class SyntheticLoader:
             self.epoch, self.pos = epoch, 0
 
     def __iter__(self):
+        if self.pos >= self.batches_per_epoch:  # a finished epoch restarts (as eval loaders are reused)
+            self.pos = 0
         while self.pos < self.batches_per_epoch:
             u = self.pos * self.world_size + self.rank
             self.pos += 1

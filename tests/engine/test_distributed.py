@@ -56,6 +56,15 @@ def test_tensorboard_has_every_scalar(runs_dir, two_rank_runs):
     assert "config/text_summary" in acc.Tags()["tensors"]  # where add_text("config", ...) lands
 
 
+def test_the_eval_hook_runs_every_eval_every_steps_and_is_logged(runs_dir, reference_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(runs_dir / "one_rank" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/itm_acc")] == [3, 6]
+    assert {"eval/mlm_loss", "eval/itm_loss", "eval/mlm_acc"} <= set(acc.Tags()["scalars"])
+
+
 @pytest.mark.parametrize("name", ["zero2", "zero3"])
 def test_export_then_from_pretrained_reproduces_the_trained_outputs(runs_dir, two_rank_runs, name, tmp_path):
     from launch import REPO  # noqa: F401  (tests/engine on sys.path via conftest)
