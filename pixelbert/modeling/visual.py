@@ -102,13 +102,16 @@ class PixelEmbedding(nn.Module):
             grid = torch.ones(n_img, h, w, dtype=torch.bool, device=features.device)
         else:
             grid = size_mask(sizes, h, w)
-        flat = features.flatten(2).transpose(1, 2)  # (I, h*w, C)
+        flat = features.flatten(2)  # (I, C, h*w), contiguous
         mask = grid.flatten(1)
         index = None
         if num_samples is not None:
             index = sample_pixel_index(mask, num_samples, generator)
-            flat = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, channels))
+            # Gather along the contiguous last axis (each channel row read once, cache-friendly)
+            # rather than from the (I, N, C) transposed view, whose reads stride over N.
+            flat = flat.gather(2, index.unsqueeze(1).expand(-1, channels, -1))
             mask = mask.gather(1, index)
+        flat = flat.transpose(1, 2)  # (I, N, C)
         x = self.proj(flat) + self.semantic
         if self.row_embed is not None:
             if max(h, w) > self.pos_embed_max:
