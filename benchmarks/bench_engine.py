@@ -67,5 +67,7 @@ def run(ctx: harness.Context) -> dict:
     notes.append(f"model: {name}{' (toy)' if ctx.toy else ''}, micro-batch {cfg.data.micro_batch_size}")
     return {"method": METHOD, "cases": [{"config": name, "micro_batch": cfg.data.micro_batch_size, "timing": timing,
                                          "failed": failed}],
-            "table": table, "targets": [harness.target(TARGETS[0], overhead, 5.0, higher_is_better=False, why=why)],
+            "table": table, "targets": [harness.target(
+                TARGETS[0], overhead, 5.0, higher_is_better=False, why=why,
+                cross_check=(harness.median_ratio(timing, "zero0", "plain") - 1) * 100 if "zero0" in variants else None)],
             "notes": notes}

@@ -118,6 +118,11 @@ def paired_ratio(timing: dict, slow: str, fast: str) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+def median_ratio(timing: dict, slow: str, fast: str) -> float:
+    """Ratio of the two medians: the cross-check of paired_ratio (they differ when noise is large)."""
+    return timing["variants"][slow]["median_s"] / timing["variants"][fast]["median_s"]
+
+
 def spread(timing: dict, name: str) -> float:
     """Relative interquartile spread of one variant: how much to trust a ratio near 1."""
     v = timing["variants"][name]
@@ -202,14 +207,26 @@ def target(
     higher_is_better: bool = True,
     why: str = "",
     met: bool | str | None = None,
+    cross_check: float | None = None,
 ) -> dict:
-    """One target line: ``met`` is derived from measured vs threshold unless given."""
+    """One target line: ``met`` is derived from measured vs threshold unless given.
+
+    ``cross_check``: the same quantity by a second estimator (ratio of medians next to the paired
+    ratio). When the two fall on opposite sides of the threshold the verdict is within noise, and
+    the line says so rather than pretend to a certainty the machine did not give.
+    """
     if met is None:
         if measured is None or threshold is None:
             met = NOT_MEASURED
         else:
             met = bool(measured >= threshold) if higher_is_better else bool(measured <= threshold)
-    return {"target": text, "measured": measured, "threshold": threshold, "higher_is_better": higher_is_better, "met": met, "why": why}
+    if cross_check is not None and measured is not None and threshold is not None:
+        if (measured >= threshold) != (cross_check >= threshold):
+            why = (why + "; " if why else "") + (
+                f"inconclusive: the ratio of medians ({cross_check:.3g}) lands on the other side of {threshold:g} "
+                "from the paired ratio, so the verdict is within this machine's noise")
+    return {"target": text, "measured": measured, "threshold": threshold, "higher_is_better": higher_is_better,
+            "met": met, "why": why, "cross_check": cross_check}
 
 
 def _version(dist: str) -> str | None:
@@ -313,14 +330,19 @@ def summary_markdown(results: list[dict], machine: dict) -> str:
         f"load average at start {fmt(machine.get('load_average_1m'))}.\n"
     )
     lines.append("## Targets\n")
+    lines.append("measured: the paired ratio (median over alternating rounds) unless the target says otherwise; "
+                 "cross-check: the ratio of the two medians.\n")
     rows = []
     for r in results:
         for t in r["targets"]:
             rows.append({"benchmark": r["benchmark"], "target": t["target"], "measured": t["measured"],
-                         "threshold": t["threshold"], "met": t["met"], "why / bound": t["why"]})
+                         "cross-check": t.get("cross_check"), "threshold": t["threshold"], "met": t["met"],
+                         "why / bound": t["why"]})
     lines.append(md_table(rows))
     for r in results:
         lines.append(f"\n## {r['benchmark']}\n")
+        lines.append(f"_Run {r['started']}, {r['wall_s']} s, {r.get('torch_threads', '?')} torch thread(s), load average "
+                     f"{fmt(r.get('load_average_1m_at_start'))} at start._\n")
         lines.append(f"{r.get('method', '')}\n")
         if r.get("error"):
             lines.append(f"**Error:** `{r['error']}`\n")

@@ -26,6 +26,8 @@ import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+import torch  # noqa: E402
+
 from benchmarks import harness  # noqa: E402
 
 # Order: cheap, self-contained first; the ones needing shards or subprocesses last.
@@ -42,6 +44,7 @@ def run_one(name: str, ctx: harness.Context, skip_reason: str | None = None) -> 
     module = importlib.import_module(f"benchmarks.bench_{name}")
     started, t0 = harness.now(), time.perf_counter()
     base = {"benchmark": name, "suite": ctx.suite, "toy": ctx.toy, "device": str(ctx.device), "started": started,
+            "torch_threads": torch.get_num_threads(), "load_average_1m_at_start": os.getloadavg()[0],
             "method": getattr(module, "METHOD", ""), "cases": [], "table": [], "targets": [], "notes": []}
     try:
         if skip_reason:
@@ -59,6 +62,22 @@ def run_one(name: str, ctx: harness.Context, skip_reason: str | None = None) -> 
     return result
 
 
+def _with_earlier(out: Path, results: list[dict]) -> list[dict]:
+    """This run's results plus earlier ones already in ``out`` (an --only rerun keeps the rest of the page)."""
+    import json
+
+    fresh = {r["benchmark"]: r for r in results}
+    merged = []
+    for name in BENCHMARKS:
+        if name in fresh:
+            merged.append(fresh[name])
+        elif (out / f"{name}.json").is_file():
+            earlier = json.loads((out / f"{name}.json").read_text())
+            if earlier.get("suite") == results[0]["suite"] and earlier.get("toy") == results[0]["toy"]:
+                merged.append(earlier)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=["cpu", "gpu"], required=True)
@@ -72,13 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.suite == "gpu":
-        import torch
-
         if not torch.cuda.is_available():
             print("--suite gpu: CUDA is not available on this machine", file=sys.stderr)
             return 2
-    import torch
-
     threads = args.threads or (1 if args.toy else len(os.sched_getaffinity(0)))
     torch.set_num_threads(threads)
     os.environ["PIXELBERT_BENCH_THREADS"] = str(threads)  # for subprocess workers (scaling)
@@ -111,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {result['wall_s']} s", flush=True)
         results.append(result)
         # Rewritten after every benchmark: a suite cut off by a hard timeout keeps what it measured.
-        (out / "summary.md").write_text(harness.summary_markdown(results, machine))
+        (out / "summary.md").write_text(harness.summary_markdown(_with_earlier(out, results), machine))
     print(f"wrote {out}/summary.md")
     return 1 if failed else 0
 
