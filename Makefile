@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded default: 2 DeepSpeed ranks (CPU unless a GPU is found), ZeRO-2,
+# MLM + ITM pre-training of configs/tiny.json on the easy-VQA captions (shards built if missing).
+DEMO_SHARDS := runs/data/easyvqa_captions
 demo: $(STAMP)
-	$(PY) -m launcher.demo
+	test -f $(DEMO_SHARDS)/manifest.json || $(PY) -m data_pipeline.build_shards --dataset easyvqa --out $(DEMO_SHARDS) --no-progress
+	$(VENV)/bin/deepspeed --num_gpus 2 launcher/pretrain.py --config configs/tiny.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

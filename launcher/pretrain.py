@@ -41,17 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     from data_pipeline.records import DataError
     from pixelbert import build_model
     from pixelbert.engine.checkpoint import export_pretrained, seed_everything
-    from pixelbert.engine.trainer import Trainer
+    from pixelbert.engine.trainer import Trainer, task_metrics_eval
     from pixelbert.tasks.pretrain import PretrainTask
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     init_distributed(hw)
     rank, world = dist.get_rank(), dist.get_world_size()
+    task = PretrainTask.from_config(config)
+    evaluation = {}
     with cli.user_errors(DataError):  # missing shards, too little data for the ranks: before the model
         loader = build_loader(config, "train", rank, world)
+        if config.train.eval_every:  # held-out MLM / ITM accuracy on the val split
+            evaluation = dict(eval_loader=build_loader(config, "val", rank, world), eval_fn=task_metrics_eval(task))
     seed_everything(config.train.seed)  # identical initial weights on every rank
     model = build_model(config)
-    trainer = Trainer(model, PretrainTask.from_config(config), loader, config, hardware=hw)
+    trainer = Trainer(model, task, loader, config, hardware=hw, **evaluation)
     try:
         with cli.user_errors():
             result = trainer.fit(resume=args.resume)
@@ -66,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rank == 0:
         export = export_pretrained(out / "checkpoints", out / "export")
-        m = result.metrics
-        print(f"done: step {result.step}, mlm_acc {m.get('train/mlm_acc', float('nan')):.3f}, "
-              f"itm_acc {m.get('train/itm_acc', float('nan')):.3f}")
+        m, v = result.metrics, result.evaluation
+        line = f"done: step {result.step}; train (last log window) mlm_acc {m.get('train/mlm_acc', float('nan')):.3f} " \
+               f"itm_acc {m.get('train/itm_acc', float('nan')):.3f}"
+        if v:
+            line += f"; val mlm_acc {v.get('mlm_acc', float('nan')):.3f} itm_acc {v.get('itm_acc', float('nan')):.3f}"
+        print(line)
         print(f"TensorBoard logs: {out / 'tensorboard'}  (tensorboard --logdir {out / 'tensorboard'})")
         print(f"Exported model:   {export}  (PixelBert.from_pretrained)")
     dist.barrier()

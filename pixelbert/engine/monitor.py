@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-__all__ = ["Monitor", "peak_memory_mb"]
+__all__ = ["Monitor", "MetricWindow", "peak_memory_mb"]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -100,3 +101,47 @@ class Monitor:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class MetricWindow:
+    """Sums over the micro-steps since the last log, kept on device (no sync until logged)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.finite = torch.zeros((), device=self.device)
+        self.tokens = torch.zeros((), device=self.device)
+        self.micro = 0
+        self.steps = 0
+        self.data_time = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, loss, metrics: dict, finite: torch.Tensor, rows: int, attention_mask, data_time: float) -> None:
+        self.micro += 1
+        self.data_time += data_time
+        self.finite = self.finite + finite.float()
+        metrics = dict(metrics)
+        tokens = metrics.pop("tokens", None)
+        self.tokens = self.tokens + (tokens if tokens is not None else attention_mask.sum()).float()
+        for name, value in {"loss": loss, **metrics}.items():
+            value = value.float()
+            self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, value, torch.zeros_like(value))
+
+    def reduce(self, global_batch: int) -> dict[str, float]:
+        """Means over finite micro-steps of every rank, plus throughput (collective)."""
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        names = sorted(self.sums)
+        packed = torch.stack([self.sums[n] for n in names] + [
+            self.finite, self.tokens, torch.tensor(self.data_time / elapsed, device=self.device)])
+        dist.all_reduce(packed)
+        world = dist.get_world_size()
+        *sums, finite, tokens, wait = packed.tolist()
+        values = {f"train/{n}": (s / finite if finite else float("nan")) for n, s in zip(names, sums)}
+        values["perf/samples_per_s"] = global_batch * self.steps / elapsed
+        values["perf/tokens_per_s"] = tokens / elapsed
+        values["perf/data_wait_fraction"] = wait / world
+        self._reset()
+        return values

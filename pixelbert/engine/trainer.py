@@ -28,7 +28,7 @@ from pixelbert.batch import Batch
 from pixelbert.config import Config, ConfigError
 from pixelbert.engine.checkpoint import CheckpointManager, GracefulStop, find_resume, rng_state, seed_everything, set_rng_state
 from pixelbert.engine.hardware import Hardware, detect_hardware, init_distributed
-from pixelbert.engine.monitor import Monitor, peak_memory_mb
+from pixelbert.engine.monitor import MetricWindow, Monitor, peak_memory_mb
 from pixelbert.engine.optim import build_optimizer, build_schedule
 
 __all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config", "task_metrics_eval"]
@@ -114,6 +114,7 @@ class FitResult:
     checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)  # last logged window
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # every logged window
+    evaluation: dict[str, float] = field(default_factory=dict)  # the last eval hook result
 
 
 class Trainer:
@@ -238,7 +239,7 @@ class Trainer:
         monitor = Monitor(self.output_dir, self.rank == 0, self.total_steps, self.state.step, t.log_every)
         monitor.config(self.config.to_dict())
         result = FitResult(step=self.state.step, stopped_by_signal=False, checkpoint=ckpt)
-        window = _Window(self.hw.device)
+        window = MetricWindow(self.hw.device)
         self.engine.train()
         try:
             with GracefulStop() as stop:
@@ -251,7 +252,7 @@ class Trainer:
                     else:
                         monitor.step(step)
                     if t.eval_every and self.eval_fn is not None and step % t.eval_every == 0:
-                        self._evaluate(monitor, step)
+                        result.evaluation = self._evaluate(monitor, step)
                     if stop_now:
                         result.checkpoint, result.stopped_by_signal = self.save(), True
                         monitor.message(f"stop requested: saved {result.checkpoint} at step {step}")
@@ -260,14 +261,14 @@ class Trainer:
                         result.checkpoint = self.save()
                 else:
                     if self.eval_fn is not None and not (t.eval_every and self.state.step % t.eval_every == 0):
-                        self._evaluate(monitor, self.state.step)
+                        result.evaluation = self._evaluate(monitor, self.state.step)
                     result.checkpoint = self.save()
         finally:
             monitor.close()
         result.step = self.state.step
         return result
 
-    def _train_step(self, window: "_Window", stop_requested: bool) -> bool:
+    def _train_step(self, window: MetricWindow, stop_requested: bool) -> bool:
         """One optimiser step over ``accumulation`` micro-batches. Returns: stop agreed by all ranks."""
         engine, hw = self.engine, self.hw
         skipped_before = engine.skipped_steps
@@ -306,7 +307,7 @@ class Trainer:
             self.state.consecutive_bad = 0
         return stop
 
-    def _log(self, window: "_Window", monitor: Monitor, step: int) -> dict[str, float]:
+    def _log(self, window: MetricWindow, monitor: Monitor, step: int) -> dict[str, float]:
         values = window.reduce(self.plan.global_batch)
         values.update(self._step_lrs)
         norm = self.engine.get_global_grad_norm()
@@ -331,13 +332,14 @@ class Trainer:
         dist.all_reduce(total)
         return dict(zip(kinds, total.tolist()))
 
-    def _evaluate(self, monitor: Monitor, step: int) -> None:
+    def _evaluate(self, monitor: Monitor, step: int) -> dict[str, float]:
         self.engine.eval()
         with torch.no_grad():
             scores = self.eval_fn(self.engine, _OnDevice(self.eval_loader, self._to_device))
         self.engine.train()
         monitor.scalars(step, {f"eval/{k}": float(v) for k, v in scores.items()})
         monitor.message(f"eval at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
+        return {k: float(v) for k, v in scores.items()}
 
 
 def task_metrics_eval(task, max_batches: int | None = None):
@@ -383,47 +385,3 @@ class _OnDevice:
 
 
 _SHOWN = ("train/loss", "train/mlm_acc", "train/itm_acc", "perf/samples_per_s")
-
-
-class _Window:
-    """Sums over the micro-steps since the last log, kept on device (no sync until logged)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._reset()
-
-    def _reset(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.finite = torch.zeros((), device=self.device)
-        self.tokens = torch.zeros((), device=self.device)
-        self.micro = 0
-        self.steps = 0
-        self.data_time = 0.0
-        self.start = time.perf_counter()
-
-    def add(self, loss, metrics: dict, finite: torch.Tensor, rows: int, attention_mask, data_time: float) -> None:
-        self.micro += 1
-        self.data_time += data_time
-        self.finite = self.finite + finite.float()
-        metrics = dict(metrics)
-        tokens = metrics.pop("tokens", None)
-        self.tokens = self.tokens + (tokens if tokens is not None else attention_mask.sum()).float()
-        for name, value in {"loss": loss, **metrics}.items():
-            value = value.float()
-            self.sums[name] = self.sums.get(name, 0.0) + torch.where(finite, value, torch.zeros_like(value))
-
-    def reduce(self, global_batch: int) -> dict[str, float]:
-        """Means over finite micro-steps of every rank, plus throughput (collective)."""
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        names = sorted(self.sums)
-        packed = torch.stack([self.sums[n] for n in names] + [
-            self.finite, self.tokens, torch.tensor(self.data_time / elapsed, device=self.device)])
-        dist.all_reduce(packed)
-        world = dist.get_world_size()
-        *sums, finite, tokens, wait = packed.tolist()
-        values = {f"train/{n}": (s / finite if finite else float("nan")) for n, s in zip(names, sums)}
-        values["perf/samples_per_s"] = global_batch * self.steps / elapsed
-        values["perf/tokens_per_s"] = tokens / elapsed
-        values["perf/data_wait_fraction"] = wait / world
-        self._reset()
-        return values
