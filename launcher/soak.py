@@ -40,9 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra config overrides, passed to launcher/pretrain.py")
     p.add_argument("--out", default=None, help="run folder (default: a temporary folder, removed)")
-    p.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints")
     p.add_argument("--sample-s", type=float, default=2.0, help="seconds between RSS samples")
-    p.add_argument("--warmup", type=float, default=0.2, help="fraction of the run left out as warm-up")
+    p.add_argument("--warmup", type=float, default=0.33,
+                   help="fraction of the run left out as warm-up (start-up, first epoch and first checkpoint)")
     p.add_argument("--max-rss-growth-mb", type=float, default=200.0)
     p.add_argument("--max-throughput-drop", type=float, default=0.25, help="allowed fractional drop of samples/s")
     args = p.parse_args(argv)
@@ -58,10 +59,11 @@ def _free_port() -> int:
 
 
 def _ranks(proc) -> list:
+    """The rank processes: torchrun's own children (not their DataLoader workers)."""
     import psutil
 
     try:
-        return [c for c in psutil.Process(proc.pid).children(recursive=True) if "pretrain.py" in " ".join(c.cmdline())]
+        return psutil.Process(proc.pid).children(recursive=False)
     except psutil.Error:
         return []
 
@@ -117,6 +119,7 @@ def soak(args: argparse.Namespace, out: Path) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     stop_s = time.monotonic() - stopped
+    (out / "rss.csv").write_text("seconds,rss_mb\n" + "".join(f"{t:.1f},{v:.1f}\n" for t, v in rss))
     text = log.read_text(errors="replace")
     steps = [(int(m.group(1)), float(m.group(2))) for m in map(_LOG_LINE.match, text.splitlines()) if m]
     return summarize(args, proc.returncode, text, rss, steps, stop_s, stopped - start)
@@ -146,6 +149,9 @@ def summarize(args, returncode: int, text: str, rss: list[tuple[float, float]], 
           f"end {values[-1]:.0f}, max {max(values):.0f}, growth {growth:+.0f} (bound {args.max_rss_growth_mb:g})")
     print(f"samples/s: first third {first:.2f}, last third {last:.2f} "
           f"(drop {1 - last / first if first == first and first else float('nan'):.1%}, bound {args.max_throughput_drop:.0%})")
+    if rss:
+        quarters = [min(rss, key=lambda x: abs(x[0] - q * ran_s))[1] for q in (0.25, 0.5, 0.75, 1.0)]
+        print("RSS at 1/4, 1/2, 3/4, end of the run (MB): " + ", ".join(f"{v:.0f}" for v in quarters))
     for f in failures:
         print(f"FAIL: {f}")
     print("soak: " + ("FAILED" if failures else "steady"))

@@ -5,11 +5,11 @@ injected at the same steps: a NaN loss on rank 1 at step 3, a NaN gradient on ra
 and NaN losses on every rank from step 11 (so each run stops, by design, at step 13 with
 max_bad_steps 2, after saving step 10 and step 12).
 
-- ``reference``: uninterrupted (apart from that designed stop), traced (sample keys, bad-sample
-  counters, RSS).
+- ``reference``: uninterrupted (apart from that designed stop), a checkpoint every step,
+  traced (sample keys, bad-sample counters, RSS).
 - ``chain``: the same run, interrupted three ways and resumed with ``--resume auto`` each time:
-  dies inside the save of step 4 -> resumed, SIGKILLed (whole process group) at a random
-  moment after the step-6 checkpoint -> resumed, SIGTERM to rank 0 -> resumed to the end.
+  dies inside the save of step 4 -> resumed, every process SIGKILLed at a random moment
+  within a step of the step-6 checkpoint -> resumed, SIGTERM to rank 0 -> resumed to the end.
   The reference starts alongside the first chain run (both are mostly start-up time).
 """
 

@@ -5,13 +5,10 @@ batch, impossible global batch, missing config / checkpoint, task of another lau
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
-import launch  # tests/engine/launch.py
 from launcher import pretrain
 from runs import write_config
 
@@ -43,15 +40,14 @@ def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
     assert stop.value.code == 2 and "cfg.json" in err and "train.epochs" in err and "\n" not in err
 
 
-@pytest.mark.slow
-def test_missing_shards_stop_the_real_launcher_fast_with_one_line_and_no_model_built(tmp_path):
+def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_built(tmp_path, capsys):
     cfg = write_config(tmp_path / "cfg.json", tmp_path / "no_such_shards", tmp_path / "run")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(launch.REPO / "launcher" / "pretrain.py"), "--config", str(cfg)],
-                          cwd=launch.REPO, env=launch.env(), capture_output=True, text=True, timeout=300)
-    seconds = time.monotonic() - started
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "no_such_shards" in errors[0]
-    assert not (tmp_path / "run").exists() and "step " not in proc.stdout  # nothing trained, nothing written
-    assert seconds < 120  # imports only (~10-30 s on a loaded 2-core machine)
+    with pytest.raises(SystemExit) as stop:
+        pretrain.main(["--config", str(cfg)])
+    err = capsys.readouterr().err
+    # The check comes after joining the process group, where DeepSpeed's CPU ops may log a torch warning.
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(errors) == 1 and "no_such_shards" in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    assert time.monotonic() - started < 30  # checks only: no model, no DeepSpeed engine

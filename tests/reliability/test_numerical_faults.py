@@ -8,12 +8,16 @@ loss with a NaN gradient on rank 0 at step 5, NaN losses everywhere from step 11
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from pixelbert.engine.checkpoint import consolidated_state_dict, find_resume
 from runs import END, STEPS, scalars
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +26,13 @@ def weights(run_dir, step: int) -> dict[str, torch.Tensor]:
     return consolidated_state_dict(run_dir / "checkpoints" / f"step_{step:08d}")
 
 
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in a)
+    """Same parameters. BatchNorm statistics are left out: the forward pass of a skipped step
+    still updates them (finite here, as the NaN is injected after the forward)."""
+    return all(torch.equal(a[k], b[k]) for k in a if not k.endswith(BN_STATS))
 
 
 def test_a_bad_step_on_one_rank_is_skipped_on_every_rank_and_counted(series, series_dir):
@@ -40,7 +49,8 @@ def test_too_many_bad_steps_in_a_row_stop_with_one_line_and_keep_the_last_good_c
     ref, run = series["reference"], series_dir / "reference"
     assert ref.returncode == 1
     errors = [line for line in ref.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in ref.stderr, ref.stderr[-3000:]
+    # torchrun reports the failed ranks with its own traceback; none may come from our code.
+    assert len(errors) == 1 and not re.search(f'File "{REPO}/(pixelbert|launcher|data_pipeline)/', ref.stderr), ref.stderr[-3000:]
     assert f"3 consecutive non-finite steps (step {END}" in errors[0] and "train.max_bad_steps=2" in errors[0]
     last = find_resume(run / "checkpoints")
     assert last.name == f"step_{END - 1:08d}" and errors[0].endswith(str(last))
