@@ -7,9 +7,11 @@ max_bad_steps 2, after saving step 10 and step 12).
 
 - ``reference``: uninterrupted (apart from that designed stop), a checkpoint every step,
   traced (sample keys, bad-sample counters, RSS).
-- ``chain``: the same run, interrupted three ways and resumed with ``--resume auto`` each time:
-  dies inside the save of step 4 -> resumed, every process SIGKILLed at a random moment
-  within a step of the step-6 checkpoint -> resumed, SIGTERM to rank 0 -> resumed to the end.
+- ``chain``: the same run, interrupted three ways, resumed with ``--resume auto`` after each of
+  the first two: dies inside the save of step 4 -> resumed, every process SIGKILLed at a random
+  moment within a step of the step-6 checkpoint -> resumed, SIGTERM to rank 0. Each of its
+  checkpoints (the SIGTERM one included) must equal the reference's at that step, weights and
+  per-rank state (RNG, data position, counters): resuming from any of them is then exact.
   The reference starts alongside the first chain run (both are mostly start-up time).
 """
 
@@ -58,35 +60,32 @@ def series(series_dir, bad_shards) -> dict:
     out = series_dir / "chain"
     cfg = write_config(series_dir / "chain.json", shards, out, max_steps=END)
     chain: dict = {"out": out}
+    try:
+        crash = chain["crash"] = start("crash", cfg, series_dir, crash_save=4, **FAULTS)
+        crash.wait()
+        chain["after_crash"] = {"latest": latest(out), "tmp": sorted(p.name for p in (out / "checkpoints").iterdir())}
 
-    crash = start("crash", cfg, series_dir, crash_save=4, **FAULTS)
-    crash.wait()
-    chain["crash"] = crash
-    chain["after_crash"] = {"latest": latest(out), "tmp": sorted(p.name for p in (out / "checkpoints").iterdir())}
+        killed = chain["killed"] = start("killed", cfg, series_dir, resume="auto", **FAULTS)
+        # After the step-6 checkpoint (step 7 is logged after it), at a random moment within about a step.
+        killed.wait_until(lambda: "step 7/" in killed.stdout, what="step 7")
+        seed = random.randrange(10**6)
+        delay = random.Random(seed).uniform(0.0, 1.0)
+        time.sleep(delay)
+        killed.kill(signal.SIGKILL)
+        killed.wait()
+        killed.extra.update(seed=seed, delay=delay, latest=latest(out))
 
-    killed = start("killed", cfg, series_dir, resume="auto", **FAULTS)
-    # After the step-6 checkpoint (step 7 is logged after it), at a random moment within about a step.
-    killed.wait_until(lambda: "step 7/" in killed.stdout, what="step 7")
-    seed = random.randrange(10**6)
-    delay = random.Random(seed).uniform(0.0, 1.0)
-    time.sleep(delay)
-    killed.kill(signal.SIGKILL)
-    killed.wait()
-    killed.extra.update(seed=seed, delay=delay, latest=latest(out))
-    chain["killed"] = killed
-
-    term = start("sigterm", cfg, series_dir, resume="auto", **FAULTS)
-    resumed = int(killed.extra["latest"].split("_")[1])
-    term.wait_until(lambda: f"step {resumed + 1}/" in term.stdout, what=f"step {resumed + 1}")
-    rank0 = term.workers()[0]
-    sent = time.monotonic()
-    os.kill(rank0, signal.SIGTERM)
-    term.wait(SIGTERM_BOUND_S + 60)
-    term.extra.update(seconds=term.ended - sent, latest=latest(out))
-    chain["sigterm"] = term
-
-    final = start("final", cfg, series_dir, resume="auto", **FAULTS)
-    final.wait()
-    chain["final"] = final
-    ref.wait()
+        term = chain["sigterm"] = start("sigterm", cfg, series_dir, resume="auto", **FAULTS)
+        resumed = int(killed.extra["latest"].split("_")[1])
+        term.wait_until(lambda: f"step {resumed + 1}/" in term.stdout, what=f"step {resumed + 1}")
+        rank0 = term.workers()[0]
+        sent = time.monotonic()
+        os.kill(rank0, signal.SIGTERM)
+        term.wait(SIGTERM_BOUND_S + 60)
+        term.extra.update(seconds=term.ended - sent, latest=latest(out))
+        ref.wait()
+    finally:  # a failed step must not leave ranks running
+        for run in [ref, *(r for r in chain.values() if hasattr(r, "kill"))]:
+            if run.proc.poll() is None:
+                run.kill()
     return {"reference": ref, "trace": trace, "chain": chain}

@@ -27,10 +27,12 @@ def config_file(tmp_path, **train) -> str:
     (["--set", "train.max_bad_steps=-1"], "train.max_bad_steps"),
 ], ids=["negative-batch", "string-for-int", "list-for-float", "unknown-task", "negative-max-bad-steps"])
 def test_a_bad_value_is_exit_2_and_one_line_naming_it(tmp_path, capsys, argv, named):
+    started = time.monotonic()
     with pytest.raises(SystemExit) as stop:
         pretrain.main(["--config", config_file(tmp_path), *argv])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and err.startswith("error: ") and "\n" not in err and named in err, err
+    assert time.monotonic() - started < 5  # refused before any import of DeepSpeed or model building
 
 
 def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
@@ -42,7 +44,6 @@ def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
 
 def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_built(tmp_path, capsys):
     cfg = write_config(tmp_path / "cfg.json", tmp_path / "no_such_shards", tmp_path / "run")
-    started = time.monotonic()
     with pytest.raises(SystemExit) as stop:
         pretrain.main(["--config", str(cfg)])
     err = capsys.readouterr().err
@@ -50,4 +51,5 @@ def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_buil
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert stop.value.code == 2 and len(errors) == 1 and "no_such_shards" in errors[0] and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
-    assert time.monotonic() - started < 30  # checks only: no model, no DeepSpeed engine
+    # No time bound here: the check follows joining the process group, where DeepSpeed may JIT-build
+    # its CPU communication op (minutes when its cache is rebuilt); the config checks above are timed.
