@@ -40,6 +40,10 @@ def write_config(path: Path, shards: Path, output_dir: Path, **train) -> Path:
     return path
 
 
+# Generous: a launch is ~40 s, but DeepSpeed JIT-builds its CPU communication op under a lock in
+# ~/.cache/torch_extensions, and a rebuild (another environment's flags) takes minutes on 2 cores.
+
+
 @dataclass
 class Run:
     """One torchrun launch (in a session of its own), its log files and what the test noted."""
@@ -60,7 +64,7 @@ class Run:
     def stderr(self) -> str:
         return self.err.read_text(errors="replace")
 
-    def wait(self, timeout: float = 300) -> int:
+    def wait(self, timeout: float = 600) -> int:
         try:
             self.returncode = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -104,7 +108,7 @@ class Run:
                 pass
         return [pid for rank, pid in sorted(ranked) if rank >= 0]
 
-    def wait_until(self, predicate, timeout: float = 240, what: str = "") -> None:
+    def wait_until(self, predicate, timeout: float = 600, what: str = "") -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if predicate():
