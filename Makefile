@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 export DS_ACCELERATOR ?= $(shell $(PYTHON) -c "import shutil;print('cuda' if shutil.which('nvidia-smi') else 'cpu')" 2>/dev/null)
 export HF_HUB_OFFLINE = 1
+# DeepSpeed JIT-builds its CPU ops once per venv; a per-venv cache keeps two checkouts from
+# rebuilding each other's ops (the shared ~/.cache default thrashes between venvs).
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 export TRANSFORMERS_OFFLINE = 1
 
 .PHONY: venv demo test
