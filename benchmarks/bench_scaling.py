@@ -89,9 +89,9 @@ def run(ctx: harness.Context) -> dict:
 
                 runs[n].append(measure(config, True, steps, warmup))
             elif n in _PRESTARTED:
-                runs[n].append(_finish(_PRESTARTED.pop(n), timeout=max(120.0, ctx.budget_s)))
+                runs[n].append(_finish(_PRESTARTED.pop(n), timeout=max(600.0, ctx.budget_s)))
             else:
-                runs[n].append(_launch(n, config, ctx.toy, steps, warmup, timeout=max(120.0, ctx.budget_s)))
+                runs[n].append(_launch(n, config, ctx.toy, steps, warmup, timeout=max(600.0, ctx.budget_s)))
     med = {n: statistics.median(x["samples_per_s"] for x in runs[n]) for n in counts}
     table = []
     for n in counts:

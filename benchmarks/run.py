@@ -21,7 +21,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # torch.distributed deprecations, per step
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+# DeepSpeed JIT-builds its CPU comm op into ~/.cache/torch_extensions, keyed by name only: two checkouts
+# with different include paths rebuild it in turn under one lock (minutes each). A per-checkout folder
+# pays one build and keeps it.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / "runs" / "torch_extensions"))  # torch.distributed deprecations, per step
 import warnings  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
