@@ -2,8 +2,8 @@
 
 Pre-training draws K pixels per image at every step, among each image's valid (non-padding)
 cells. Done per image it costs I small launches (randperm, nonzero, gather) per step; the model's
-sampler does it for the whole batch in a few batched ops. Both variants return the same thing:
-the sampled features (I, K, C) and their validity mask (I, K).
+sampler does it for the whole batch in a few batched ops. Both variants start from the CNN's own
+layout, features (I, C, N), and return the same thing: sampled features (I, K, C) and mask (I, K).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ METHOD = (
     "Input: flat CNN features (I, N, C) and valid mask (I, N) of I images with random valid sizes in a "
     "padded h x w grid. positions: vectorised = pixelbert.modeling.visual.sample_pixel_index; loop = per image "
     "nonzero -> randperm -> sort. positions + feature gather: the same plus what PixelEmbedding does next "
-    "(torch.gather of the features) vs per-image indexing, pad and stack. Alternating, median of repeats; "
+    "(torch.gather along the pixel axis of the (I, C, N) features) vs per-image indexing, pad and stack. "
+    "Alternating, median of repeats; "
     "ratio = median over rounds of t(loop)/t(vectorised). Share of a step = t(vectorised at the step's shapes) / "
     "t(one training step fwd+bwd+optimizer of the configured model), timed side by side."
 )
@@ -26,12 +27,12 @@ TARGETS = ["vectorised sampling >= 10x faster than the per-image loop (positions
 
 
 def loop_sample(feats: torch.Tensor, mask: torch.Tensor, k: int, generator: torch.Generator):
-    """The baseline a first implementation would write: one image at a time."""
+    """The baseline a first implementation would write: one image at a time. feats (I, C, N)."""
     out_f, out_m = [], []
     for i in range(feats.shape[0]):
         valid = mask[i].nonzero().squeeze(1)
         take = valid[torch.randperm(valid.numel(), generator=generator, device=valid.device)[:k]].sort().values
-        f = feats[i, take]
+        f = feats[i][:, take].T
         m = torch.ones(take.numel(), dtype=torch.bool, device=feats.device)
         if take.numel() < k:  # fewer valid pixels than K: pad
             pad = k - take.numel()
@@ -52,9 +53,10 @@ def loop_index(mask: torch.Tensor, k: int, generator: torch.Generator) -> list[t
 
 
 def vector_sample(feats: torch.Tensor, mask: torch.Tensor, k: int, generator: torch.Generator):
-    """What PixelEmbedding.forward does with num_samples set."""
+    """What PixelEmbedding.forward does with num_samples set (as of aea81f2: gather along the
+    contiguous pixel axis of (I, C, N), then transpose). Keep in step with pixelbert/modeling/visual.py."""
     index = sample_pixel_index(mask, k, generator)
-    f = feats.gather(1, index.unsqueeze(-1).expand(-1, -1, feats.shape[2]))
+    f = feats.gather(2, index.unsqueeze(1).expand(-1, feats.shape[1], -1)).transpose(1, 2)
     return f, mask.gather(1, index)
 
 
@@ -78,14 +80,14 @@ def _inputs(case: dict, device: torch.device, dtype: torch.dtype, seed: int = 0)
                          torch.randint(max(1, w * 6 // 10), w + 1, (n,), generator=g)], 1)
     sizes[0] = torch.tensor([h, w])  # the largest image sets the padded grid
     grid = (torch.arange(h)[None, :, None] < sizes[:, 0, None, None]) & (torch.arange(w)[None, None, :] < sizes[:, 1, None, None])
-    feats = torch.randn(n, h * w, case["channels"], generator=g).to(device, dtype)
+    feats = torch.randn(n, case["channels"], h * w, generator=g).to(device, dtype)  # the CNN's (I, C, N)
     return feats, grid.flatten(1).to(device)
 
 
 def _check(feats, mask, k, out):
     """Both variants must return only valid, distinct pixels, min(k, valid) of them per image."""
     f, m = out
-    assert f.shape == (feats.shape[0], min(k, feats.shape[1]), feats.shape[2]), f.shape
+    assert f.shape == (feats.shape[0], min(k, feats.shape[2]), feats.shape[1]), f.shape
     assert torch.equal(m.sum(1), mask.sum(1).clamp(max=k)), "wrong number of valid samples"
 
 
@@ -102,7 +104,7 @@ def step_share(ctx: harness.Context) -> dict:
         pixels = model.encode_images(batch.images, batch.pixel_mask, sample_pixels=False)
     flat_mask = pixels.grid.flatten(1)
     channels = model.visual.proj.in_features
-    feats = torch.randn(flat_mask.shape[0], flat_mask.shape[1], channels, device=ctx.device)
+    feats = torch.randn(flat_mask.shape[0], channels, flat_mask.shape[1], device=ctx.device)
     k = cfg.model.pixel_samples
     gen = torch.Generator(device=ctx.device).manual_seed(1)
     optimizer = workload.plain_optimizer(model, cfg, ctx.on_gpu)
@@ -166,8 +168,6 @@ def run(ctx: harness.Context) -> dict:
     ]
     notes.append("share: sampler timed at the step's own shapes (features after the extra pool), alternating with the step")
     if paper_gather_ratio is not None:
-        notes.append(f"with the feature gather the model does after sampling, paper size: loop/vectorised "
-                     f"{paper_gather_ratio:.2f}. torch.gather with an index expanded over C={_cases(ctx)[0]['channels']} "
-                     "channels reads one index per element; on CPU flat.index_select(0, index + N*row) (or "
-                     "flat[rows, index]) copies whole rows and was ~3x faster in a spot check here")
+        notes.append(f"with the feature gather the model does after sampling (C={_cases(ctx)[0]['channels']} "
+                     f"channels), paper size: loop/vectorised {paper_gather_ratio:.2f}")
     return {"method": METHOD, "cases": cases + [{"step_share": share}], "table": table, "targets": targets, "notes": notes}
