@@ -267,18 +267,25 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return dotted.split("."), value
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a JSON config file, apply ``section.key=value`` overrides, validate."""
+def read_json_object(path: str | Path, what: str = "config file") -> dict:
+    """A JSON file whose top level is an object; every problem one ConfigError line naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a JSON object")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a JSON config file, apply ``section.key=value`` overrides, validate."""
+    path = Path(path)
+    raw = read_json_object(path)
     source = str(path)
-    if not isinstance(raw, dict):  # checked here too: overrides below index into it
-        raise ConfigError(f"{source}: top level must be a JSON object")
     for item in overrides or []:
         keys, value = parse_override(item)
         node = raw

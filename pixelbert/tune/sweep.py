@@ -31,7 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from pixelbert.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, config_from_dict, load_config
+from pixelbert.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, config_from_dict, load_config, read_json_object
 
 __all__ = ["Sweep", "SAMPLERS", "load_sweep", "search_space", "trial_config", "base_config", "max_epochs",
            "trial_resources", "trial_run_dir", "run_sweep", "unfinished_trials", "best_config", "write_best_config"]
@@ -89,14 +89,7 @@ def _check_param(name: str, spec: Any, source: str) -> None:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every problem is one ConfigError line naming the file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a JSON object")
+    raw = read_json_object(path, "sweep file")
     hints = typing.get_type_hints(Sweep)
     known = {f.name for f in dataclasses.fields(Sweep)} - {"source"}
     for key in ("name", "base_config", "search_space"):
