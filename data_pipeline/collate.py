@@ -4,7 +4,9 @@ Shared by both backends; all randomness comes from the ``rng`` the loader derive
 (seed, epoch, rank, position of the batch), so a batch is the same whichever backend, worker
 or resumed run makes it.
 
-Row layouts (``image_index`` maps rows to images):
+Row layouts (``image_index`` maps rows to images; below it counts the images of the samples in
+order, and units of the same image, e.g. several questions of one picture, then share one
+image in the batch, so the CNN runs once for all of them):
 * pretrain: one row per image with one of its captions (drawn per epoch). With probability
   ``itm_negative_probability`` the caption is replaced by a caption of a *different* image
   of the batch whose text is not one of this image's own captions (itm_label 0). If the
@@ -91,14 +93,22 @@ class Collator:
         if not samples:
             return None
         flips = [bool(self.train and self.data.hflip and rng.random() < 0.5) for _ in samples]
-        images, texts_of = [], []
+        images, texts_of, slot_of, unique = [], [], [], {}
         for s, flip in zip(samples, flips):
             ims = [x.flip(-1) for x in s.images][::-1] if flip else list(s.images)
             # Only an NLVR2 pair changes order; one image reversed is itself.
-            images.extend(ims)
+            ids = s.image_ids[::-1] if flip else s.image_ids
+            if len(ids) != len(ims):  # ids that do not name the images: share nothing
+                ids = [object() for _ in ims]
+            for image_id, im in zip(ids, ims):
+                # Units of one image in the batch (its questions) share one copy: one CNN pass.
+                if (image_id, flip) not in unique:
+                    unique[image_id, flip] = len(images)
+                    images.append(im)
+                slot_of.append(unique[image_id, flip])
             texts_of.append([_swap_left_right(t) for t in s.texts] if flip else list(s.texts))
         rows = getattr(self, f"_rows_{self.task}")(samples, texts_of, rng)
-        texts, image_index = rows.pop("texts"), rows.pop("image_index")
+        texts, image_index = rows.pop("texts"), [slot_of[j] for j in rows.pop("image_index")]
         if not texts:
             return None
         enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.data.max_text_len,
@@ -111,7 +121,7 @@ class Collator:
                                                 self.tokenizer.mask_token_id, self.replacement_ids, rng)
             mlm_labels[rows["itm_labels"] == 0] = IGNORE
         pixels, pixel_mask = pad_images(images)
-        meta = {"keys": [s.key for s in samples], "image_ids": [i for s in samples for i in s.image_ids],
+        meta = {"keys": [s.key for s in samples], "image_ids": [i if isinstance(i, str) else None for i, _ in unique],  # of batch.images
                 "texts": texts, "flipped": flips, **rows.pop("meta", {})}
         return Batch(images=pixels, pixel_mask=pixel_mask, input_ids=input_ids, attention_mask=attention,
                      image_index=torch.tensor(image_index, dtype=torch.long), mlm_labels=mlm_labels,

@@ -13,6 +13,9 @@ Both backends read exactly this plan, so they yield the same samples in the same
   Training drops what does not fill a whole batch on every rank: each rank reads the first
   (N // W) // B * B units of its block (B = micro batch size), so all ranks take the same
   number of steps; at most W * B - 1 units per epoch are dropped, different ones each epoch.
+* Grouping. ``group_by_sample`` (training): the in-shard shuffle permutes *samples* and keeps
+  each sample's units (an image's questions) together, in stored order, so a batch holds
+  several questions per image and the model's CNN runs once for all of them.
 * Subsets. ``subset_fraction`` < 1 keeps a fixed (seed-chosen, same every epoch) share of
   every shard's units.
 """
@@ -40,10 +43,11 @@ class EpochPlan:
         batch_size: int,
         drop_last: bool,
         subset_fraction: float = 1.0,
+        group_by_sample: bool = False,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.seed, self.shuffle, self.drop_last, self.group_by_sample = seed, shuffle, drop_last, group_by_sample
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self._ends = [np.cumsum(c) for c in units_per_sample]  # unit u of shard s is in sample searchsorted(ends, u, "right")
         self._units = []  # per shard: the local unit ids kept
@@ -80,7 +84,13 @@ class EpochPlan:
         for s in shard_order:
             u = self._units[s]
             if self.shuffle:
-                u = u[np.random.default_rng([self.seed, epoch, int(s) + 1]).permutation(len(u))]
+                rng = np.random.default_rng([self.seed, epoch, int(s) + 1])
+                if self.group_by_sample:
+                    sample_of = np.searchsorted(self._ends[s], u, side="right")
+                    rank_of = rng.permutation(len(self._ends[s]))  # position of every sample in the new order
+                    u = u[np.lexsort((u, rank_of[sample_of]))]
+                else:
+                    u = u[rng.permutation(len(u))]
             shards.append(np.full(len(u), s, dtype=np.int64))
             units.append(u)
         if not shards:

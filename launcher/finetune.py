@@ -147,7 +147,8 @@ def run(config: Config, *, init: Path | None = None, eval_split: str | None = "v
 
     def record(metrics: dict) -> None:
         step = trainer.state.step
-        entry = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 3), "metrics": metrics}
+        entry = {"step": step, "epoch": round(step / trainer.steps_per_epoch, 3),
+                 "train_seconds": round(trainer.state.train_seconds, 1), "metrics": metrics}
         result.evals.append(entry)
         result.metrics = metrics
         if checkpoint_each_eval:  # before reporting: whoever acts on the report can resume from here

@@ -45,7 +45,8 @@ class ShardLoader:
         self.batch_size = data.micro_batch_size
         self.plan = EpochPlan(self.shards.units_per_sample(task), seed=self.seed, shuffle=self.train, rank=rank,
                               world_size=world_size, batch_size=self.batch_size, drop_last=self.train,
-                              subset_fraction=data.subset_fraction if self.train else 1.0)
+                              subset_fraction=data.subset_fraction if self.train else 1.0,
+                              group_by_sample=data.group_by_image)
         if self.train and len(self.plan) == 0:
             raise DataError(f"{data.shards} split {split!r}: {self.plan.total} {task} samples cannot fill one batch of "
                             f"{self.batch_size} on each of {world_size} ranks")

@@ -105,6 +105,7 @@ class TrainState:
     micro_in_epoch: int = 0  # micro-batches consumed in this epoch on this rank
     bad_steps: int = 0
     consecutive_bad: int = 0
+    train_seconds: float = 0.0  # wall time inside training steps (data wait included; evals, saves not)
 
 
 @dataclass
@@ -244,7 +245,9 @@ class Trainer:
         try:
             with GracefulStop() as stop:
                 while self.state.step < self.total_steps:
+                    started = time.perf_counter()
                     stop_now = self._train_step(window, stop.requested)
+                    self.state.train_seconds += time.perf_counter() - started
                     step = self.state.step
                     if step % t.log_every == 0 or step == self.total_steps:
                         result.metrics = self._log(window, monitor, step)
@@ -384,4 +387,4 @@ class _OnDevice:
         return (self.move(b) for b in self.loader)
 
 
-_SHOWN = ("train/loss", "train/mlm_acc", "train/itm_acc", "perf/samples_per_s")
+_SHOWN = ("train/loss", "train/mlm_acc", "train/itm_acc", "train/vqa_score", "perf/samples_per_s")

@@ -36,7 +36,7 @@ def build_task(config: Config):
     if name == "vqa":
         from pixelbert.tasks.vqa import VQATask
 
-        return VQATask()
+        return VQATask(loss=config.train.vqa_loss)
     if name == "nlvr2":
         from pixelbert.tasks.nlvr2 import NLVR2Task
 

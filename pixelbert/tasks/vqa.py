@@ -27,14 +27,22 @@ class VQATask:
     gradient by A (3129 on VQA v2), so the signal would shrink with the vocabulary; the
     scaled form is the usual VQA loss (bottom-up attention, UNITER, ViLT) the paper-style
     learning rates are tuned for. ``reduction="mean"`` gives the plain element mean.
+
+    ``loss="softmax"``: cross-entropy of one softmax over the answers against the soft scores
+    normalised to sum 1 (questions without a scored answer are left out). For datasets with
+    one answer per question (easy-VQA) it is plain classification, and rare answers are not
+    held down by every other question's negative term, as they are under BCE; it learns the
+    open questions far sooner there. BCE stays the default (the paper's, for VQA v2).
     """
 
     name = "vqa"
 
-    def __init__(self, reduction: str = "scaled"):
+    def __init__(self, reduction: str = "scaled", loss: str = "bce"):
         if reduction not in ("scaled", "mean"):
             raise ValueError(f"VQATask: reduction must be 'scaled' or 'mean', got {reduction!r}")
-        self.reduction = reduction
+        if loss not in ("bce", "softmax"):
+            raise ValueError(f"VQATask: loss must be 'bce' or 'softmax', got {loss!r}")
+        self.reduction, self.loss_kind = reduction, loss
 
     def _logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         out = model(batch, sample_pixels=False)  # fine-tuning sees all pixels
@@ -48,9 +56,15 @@ class VQATask:
         if logits.shape != targets.shape:
             raise ValueError(f"vqa task: logits {tuple(logits.shape)} but vqa_targets {tuple(targets.shape)}")
         targets = targets.to(logits.dtype)
-        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
-        if self.reduction == "scaled":
-            loss = loss * targets.shape[1]
+        if self.loss_kind == "softmax":
+            total = targets.sum(dim=1, keepdim=True)
+            scored = total.squeeze(1) > 0
+            per_question = -(targets / total.clamp_min(1e-12) * F.log_softmax(logits, dim=1)).sum(dim=1)
+            loss = per_question[scored].sum() / scored.sum().clamp_min(1)
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
+            if self.reduction == "scaled":
+                loss = loss * targets.shape[1]
         score = vqa_soft_score(logits.detach(), targets).mean()
         return loss, {"vqa_loss": loss.detach(), "vqa_score": score}
 

@@ -127,3 +127,13 @@ def test_hflip_mirrors_images_and_swaps_left_and_right(tokenizer):
 def test_hflip_is_off_by_default_and_never_at_evaluation(tokenizer):
     assert not any(collate(tokenizer, "vqa", samples(8), answers=["x"]).meta["flipped"])
     assert not any(collate(tokenizer, "vqa", samples(8), answers=["x"], train=False, hflip=True).meta["flipped"])
+
+
+def test_questions_of_one_image_share_one_image_in_the_batch(tokenizer):
+    image = torch.randn(3, 8, 8)
+    items = [Sample(key="a", image_ids=["img1"], texts=[f"question {i}"], targets={"x": 1.0}, images=[image.clone()])
+             for i in range(3)]
+    items.append(Sample(key="b", image_ids=["img2"], texts=["other"], targets={"x": 1.0}, images=[torch.randn(3, 8, 8)]))
+    batch = collate(tokenizer, "vqa", items, answers=["x"])
+    assert batch.images.shape[0] == 2 and batch.image_index.tolist() == [0, 0, 0, 1]
+    assert batch.meta["image_ids"] == ["img1", "img2"] and torch.equal(batch.images[0], image)

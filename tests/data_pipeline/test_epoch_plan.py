@@ -61,3 +61,17 @@ def test_units_map_back_to_samples_and_questions():
 def test_subset_is_fixed_across_epochs():
     a = sorted(units(plan(subset_fraction=0.5), 0))
     assert a == sorted(units(plan(subset_fraction=0.5), 7)) and len(a) == 2 + 2 + 4
+
+
+def test_grouped_training_order_keeps_each_samples_units_together_and_still_shuffles():
+    counts = [np.array([3, 0, 2, 4, 1]), np.array([2, 2])]
+    p = plan(counts=counts, group_by_sample=True)
+    for epoch in (0, 1):
+        shards, us = p.rank_units(epoch)
+        samples, _ = p.locate(shards, us)
+        seq = list(zip(shards.tolist(), samples.tolist()))
+        runs = [k for i, k in enumerate(seq) if i == 0 or seq[i - 1] != k]
+        assert len(runs) == len(set(runs)) == 6  # every sample is one contiguous run
+        assert sorted(zip(shards.tolist(), us.tolist())) == [(s, u) for s, c in enumerate(counts) for u in range(c.sum())]
+    orders = {tuple(p.stream(e)[1].tolist()) for e in range(6)}
+    assert len(orders) > 1

@@ -62,6 +62,13 @@ def test_no_decay_on_bias_norm_and_vectors_and_tied_weights_counted_once():
     assert len(all_ids) == len(set(all_ids)) == len(list(model.parameters()))
 
 
+def test_cnn_can_take_adamw_with_its_own_lr_and_decay():
+    groups = groups_by_name(Toy(), TrainConfig(cnn_optimizer="adamw", lr_cnn=1e-3, weight_decay_cnn=0.05))
+    assert groups["cnn"]["rule"] == groups["cnn_no_decay"]["rule"] == "adamw"
+    assert (groups["cnn"]["lr"], groups["cnn"]["weight_decay"], groups["cnn_no_decay"]["weight_decay"]) == (1e-3, 0.05, 0.0)
+    assert groups["transformer"]["lr"] == 1e-4  # the transformer's rule is untouched
+
+
 def test_frozen_cnn_is_left_out():
     model = Toy()
     model.backbone.requires_grad_(False)

@@ -58,6 +58,20 @@ def test_mean_reduction_is_plain_element_mean():
     assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(LOGITS, TARGETS).item())
 
 
+def test_softmax_loss_is_cross_entropy_against_normalised_scores_skipping_unscored_questions():
+    targets = torch.cat([TARGETS, torch.zeros(1, 3)])  # the last question has no scored answer
+    logits = torch.cat([LOGITS, torch.tensor([[9.0, -9.0, 0.0]])])
+    loss, _ = VQATask(loss="softmax").loss(FakeVQAModel(logits), make_batch(targets))
+    soft = TARGETS / TARGETS.sum(1, keepdim=True)
+    expected = -(soft * F.log_softmax(LOGITS, dim=1)).sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item())
+    one_hot = torch.tensor([[0.0, 1.0, 0.0]])  # one answer: plain classification
+    loss, _ = VQATask(loss="softmax").loss(FakeVQAModel(LOGITS[:1]), make_batch(one_hot))
+    assert loss.item() == pytest.approx(F.cross_entropy(LOGITS[:1], torch.tensor([1])).item())
+    with pytest.raises(ValueError, match="loss must be"):
+        VQATask(loss="hinge")
+
+
 def test_vqa_score_is_soft_target_of_argmax():
     # question 0 picks answer 0 (target 1.0); question 1 picks answer 1 (target 0.6)
     assert vqa_soft_score(LOGITS, TARGETS).tolist() == pytest.approx([1.0, 0.6])

@@ -1,0 +1,147 @@
+"""The easy-VQA result and its ablation: pre-train on the caption corpus, fine-tune, score test.
+
+    python launcher/easyvqa.py                       # the result: writes runs/easyvqa/result/
+    python launcher/easyvqa.py --ablation            # the paper's ablation, small: runs/easyvqa/ablation/
+
+Each run is the documented launchers in sequence, as separate processes (what a user would
+type): ``launcher/pretrain.py`` on ``configs/tiny.json`` (skipped by the ``no_pretrain`` arm),
+``launcher/finetune.py --task vqa`` on ``configs/finetune/easyvqa.json`` scoring the ``val``
+split (the last 10% of the package's train images) after every epoch, then
+``launcher/evaluate.py --split test`` once, at the end: the test split chooses nothing.
+
+Arms (``--arms``; the ablation runs all of them with the same budgets, on
+``--subset`` of the training questions):
+  no_pretrain       fine-tune from BERT (MiniLM) + a random CNN
+  mlm               pre-train with MLM only (no ITM loss, no negatives)
+  mlm_itm           MLM + ITM, random pixel sampling on (the paper's recipe)
+  mlm_itm_nosample  MLM + ITM, every pixel a token in pre-training
+
+Writes per arm ``<out>/<arm>/summary.json`` (wall times of each stage, the val curve against
+time, the test accuracy) and, for several arms, ``<out>/table.md``; ``<out>/curve.png`` plots
+val accuracy against the run's wall-clock minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(ROOT))
+ARMS = {
+    "no_pretrain": None,
+    "mlm": ["train.itm_weight=0", "data.itm_negative_probability=0"],
+    "mlm_itm": [],
+    "mlm_itm_nosample": ["model.pixel_samples=100000"],  # more than any image has: every pixel kept
+}
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run one launcher with its output in ``log``; its wall seconds. Fails loudly with the log's tail."""
+    started = time.monotonic()
+    with log.open("w") as f:
+        code = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
+        raise SystemExit(f"error: {' '.join(cmd[1:3])} exited {code}; see {log}\n{tail}")
+    return time.monotonic() - started
+
+
+def _sets(values: list[str]) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+def run_arm(arm: str, out: Path, args: argparse.Namespace) -> dict:
+    """Pre-train (unless no_pretrain), fine-tune, score test; returns and writes the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    summary: dict = {"arm": arm, "subset_fraction": args.subset, "pretrain_steps": args.pretrain_steps,
+                     "finetune_epochs": args.finetune_epochs, "pretrain_wall_s": 0.0}
+    init = []
+    if ARMS[arm] is not None:
+        pre = out / "pretrain"
+        sets = [f"train.output_dir={json.dumps(str(pre))}", f"train.max_steps={args.pretrain_steps}",
+                f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=32", *ARMS[arm], *args.pretrain_set]
+        summary["pretrain_wall_s"] = round(_run([py, "launcher/pretrain.py", "--config", args.pretrain_config,
+                                                 *_sets(sets)], out / "pretrain.log"), 1)
+        init = ["--init", str(pre / "export")]
+    ft = out / "finetune"
+    sets = [f"train.output_dir={json.dumps(str(ft))}", f"data.subset_fraction={args.subset}",
+            *([f"train.epochs={args.finetune_epochs}"] if args.finetune_epochs else []), *args.finetune_set]
+    summary["finetune_wall_s"] = round(_run([py, "launcher/finetune.py", "--task", "vqa", "--config",
+                                             args.finetune_config, *init, *_sets(sets)], out / "finetune.log"), 1)
+    summary["total_wall_s"] = round(summary["pretrain_wall_s"] + summary["finetune_wall_s"], 1)
+    _run([py, "launcher/evaluate.py", "--task", "vqa", "--checkpoint", str(ft), "--split", "test"],
+         out / "evaluate.log")
+    test = json.loads((ft / "eval" / "test" / "metrics.json").read_text())["metrics"]
+    evals = json.loads((ft / "eval.json").read_text())["evals"]
+    pre_s = summary["pretrain_wall_s"]
+    summary["val_curve"] = [{"epoch": e["epoch"], "minutes": round((pre_s + e["train_seconds"]) / 60, 2),
+                             "val_accuracy": e["metrics"]["vqa_accuracy"]} for e in evals]
+    summary["test_accuracy"] = test["vqa_accuracy"]
+    summary["test_questions"] = int(test["num_questions"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"{arm}: test accuracy {summary['test_accuracy']:.2f}% after {summary['total_wall_s'] / 60:.1f} min "
+          f"(pre-training {pre_s / 60:.1f}, fine-tuning {summary['finetune_wall_s'] / 60:.1f})", flush=True)
+    return summary
+
+
+def write_table(summaries: list[dict], path: Path) -> None:
+    lines = ["| arm | pre-training (min) | fine-tuning (min) | best val acc (%) | final val acc (%) | test acc (%) |",
+             "|---|---|---|---|---|---|"]
+    for s in summaries:
+        vals = [p["val_accuracy"] for p in s["val_curve"]]
+        lines.append(f"| {s['arm']} | {s['pretrain_wall_s'] / 60:.1f} | {s['finetune_wall_s'] / 60:.1f} | "
+                     f"{max(vals):.2f} | {vals[-1]:.2f} | {s['test_accuracy']:.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(summaries: list[dict], path: Path) -> None:
+    from pixelbert.evaluation.plots import line_chart
+
+    series = {}
+    for s in summaries:
+        series[f"{s['arm']} val"] = [(p["minutes"], p["val_accuracy"]) for p in s["val_curve"]]
+        series[f"{s['arm']} test (end) {s['test_accuracy']:.2f}%"] = [(s["total_wall_s"] / 60, s["test_accuracy"])]
+    line_chart(series, path, xlabel="wall-clock minutes since pre-training started (2 CPU cores)",
+               ylabel="VQA accuracy (%)", title="easy-VQA", hline=(93.8, "author baseline 93.8%"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ablation", action="store_true", help="all four arms on --subset (default 0.1) of the questions")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: mlm_itm; --ablation: all)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/easyvqa/result or runs/easyvqa/ablation)")
+    p.add_argument("--subset", type=float, help="fraction of training questions (default 1.0; --ablation 0.1)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 32 captions (default 1000; --ablation 600)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default: the config's; --ablation 10)")
+    p.add_argument("--pretrain-config", default="configs/tiny.json")
+    p.add_argument("--finetune-config", default="configs/finetune/easyvqa.json")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="K=V", help="extra pre-training override")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="K=V", help="extra fine-tuning override")
+    args = p.parse_args(argv)
+    ablation = args.ablation
+    args.arms = args.arms or (list(ARMS) if ablation else ["mlm_itm"])
+    args.out = args.out or Path("runs/easyvqa") / ("ablation" if ablation else "result")
+    args.subset = args.subset if args.subset is not None else (0.1 if ablation else 1.0)
+    args.pretrain_steps = args.pretrain_steps or (600 if ablation else 1000)
+    args.finetune_epochs = args.finetune_epochs or (10 if ablation else None)
+    if not 0.0 < args.subset <= 1.0:
+        p.error("--subset must be in (0, 1]")
+    args.out = args.out.resolve()
+    summaries = [run_arm(arm, args.out / arm, args) for arm in args.arms]
+    if len(summaries) > 1:
+        write_table(summaries, args.out / "table.md")
+    plot(summaries, args.out / "curve.png")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
