@@ -10,7 +10,8 @@ image in the batch, so the CNN runs once for all of them):
 * pretrain: one row per image with one of its captions (drawn per epoch). With probability
   ``itm_negative_probability`` the caption is replaced by a caption of a *different* image
   of the batch whose text is not one of this image's own captions (itm_label 0). If the
-  batch holds no such caption the row stays a positive. MLM masks every row the same way,
+  batch holds no such caption the row stays a positive. ``itm_paired_negatives``: instead,
+  every image gets two rows, its caption then a wrong one, sharing one CNN pass. MLM masks every row the same way,
   so a [MASK] does not give away a positive; labels are kept on positives only (a negative's
   masked word cannot be recovered from its image).
 * retrieval, training: ``1 + retrieval_negatives`` rows per image (``group_size``): one of
@@ -149,6 +150,8 @@ class Collator:
         return pool[int(rng.integers(len(pool)))] if pool else None
 
     def _rows_pretrain(self, samples, texts_of, rng):
+        if self.data.itm_paired_negatives:
+            return self._rows_pretrain_paired(samples, texts_of, rng)
         captions = [t[int(rng.integers(len(t)))] if self.train else t[0] for t in texts_of]
         itm = []
         for i in range(len(samples)):
@@ -160,6 +163,20 @@ class Collator:
             itm.append(int(wrong is None))
         return {"texts": captions, "image_index": list(range(len(samples))),
                 "itm_labels": torch.tensor(itm, dtype=torch.long)}
+
+    def _rows_pretrain_paired(self, samples, texts_of, rng):
+        """Every image twice: with one of its captions (itm 1), then with a wrong one (itm 0)."""
+        texts, image_index, itm = [], [], []
+        for i, own in enumerate(texts_of):
+            texts.append(own[int(rng.integers(len(own)))] if self.train else own[0])
+            image_index.append(i)
+            itm.append(1)
+            wrong = self._wrong_caption(i, samples, texts_of, rng)
+            if wrong is not None:
+                texts.append(wrong)
+                image_index.append(i)
+                itm.append(0)
+        return {"texts": texts, "image_index": image_index, "itm_labels": torch.tensor(itm, dtype=torch.long)}
 
     def _rows_retrieval(self, samples, texts_of, rng):
         texts, image_index, itm = [], [], []

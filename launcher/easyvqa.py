@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(ROOT))
 ARMS = {
     "no_pretrain": None,
-    "mlm": ["train.itm_weight=0", "data.itm_negative_probability=0"],
+    "mlm": ["train.itm_weight=0", "data.itm_paired_negatives=false", "data.itm_negative_probability=0"],
     "mlm_itm": [],
     "mlm_itm_nosample": ["model.pixel_samples=100000"],  # more than any image has: every pixel kept
 }
@@ -66,7 +66,7 @@ def run_arm(arm: str, out: Path, args: argparse.Namespace) -> dict:
     if ARMS[arm] is not None:
         pre = out / "pretrain"
         sets = [f"train.output_dir={json.dumps(str(pre))}", f"train.max_steps={args.pretrain_steps}",
-                f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=32", *ARMS[arm], *args.pretrain_set]
+                f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=24", *ARMS[arm], *args.pretrain_set]
         summary["pretrain_wall_s"] = round(_run([py, "launcher/pretrain.py", "--config", args.pretrain_config,
                                                  *_sets(sets)], out / "pretrain.log"), 1)
         init = ["--init", str(pre / "export")]
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: mlm_itm; --ablation: all)")
     p.add_argument("--out", type=Path, help="output folder (default runs/easyvqa/result or runs/easyvqa/ablation)")
     p.add_argument("--subset", type=float, help="fraction of training questions (default 1.0; --ablation 0.1)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 32 captions (default 1000; --ablation 600)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 24 images (default 600; --ablation 300)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default: the config's; --ablation 10)")
     p.add_argument("--pretrain-config", default="configs/tiny.json")
     p.add_argument("--finetune-config", default="configs/finetune/easyvqa.json")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args.arms = args.arms or (list(ARMS) if ablation else ["mlm_itm"])
     args.out = args.out or Path("runs/easyvqa") / ("ablation" if ablation else "result")
     args.subset = args.subset if args.subset is not None else (0.1 if ablation else 1.0)
-    args.pretrain_steps = args.pretrain_steps or (600 if ablation else 1000)
+    args.pretrain_steps = args.pretrain_steps or (300 if ablation else 600)
     args.finetune_epochs = args.finetune_epochs or (10 if ablation else None)
     if not 0.0 < args.subset <= 1.0:
         p.error("--subset must be in (0, 1]")

@@ -89,7 +89,7 @@ def build_finetune_model(config: Config, init: Path | None):
 
 def check_setup(config: Config, task: str, init: str | None, eval_split: str | None, resume: str | None) -> Path | None:
     """Everything a user can get wrong, checked before heavy work; sets ``config.train.task``."""
-    from data_pipeline.shards import load_manifest
+    from data_pipeline.loaders import check_shards
     from pixelbert.engine.trainer import plan_batch
 
     check_task(task, FINETUNE_TASKS)
@@ -100,12 +100,7 @@ def check_setup(config: Config, task: str, init: str | None, eval_split: str | N
     plan_batch(config, cli.world_size())
     if resume not in (None, "auto") and not Path(resume).exists():
         raise ConfigError(f"--resume {resume}: no such checkpoint")
-    d = config.data
-    if not (d.dataset == "easyvqa" and d.root is None and not Path(d.shards).exists()):  # else built on the fly
-        manifest = load_manifest(d.shards)
-        for split in ["train"] + ([eval_split] if eval_split else []):
-            if split not in manifest.get("splits", {}):
-                raise ConfigError(f"{d.shards}: no split {split!r} (has: {', '.join(sorted(manifest['splits']))})")
+    check_shards(config, ["train"] + ([eval_split] if eval_split else []))
     return init_dir
 
 

@@ -27,18 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     from pixelbert.engine.hardware import detect_hardware, init_distributed
     from pixelbert.engine.trainer import TrainingError, plan_batch
 
-    with cli.user_errors():  # everything a user can get wrong, checked before heavy work
+    from data_pipeline.loaders import check_shards
+    from data_pipeline.records import DataError
+
+    with cli.user_errors(DataError):  # everything a user can get wrong, checked before heavy work
         if config.train.task != "pretrain":
             cli.fail(f"{config.source}: 'train.task' is {config.train.task!r}; launcher/pretrain.py runs pretrain")
         plan_batch(config, cli.world_size())
         if args.resume not in (None, "auto") and not Path(args.resume).exists():
             cli.fail(f"--resume {args.resume}: no such checkpoint")
+        check_shards(config, ["train"] + (["val"] if config.train.eval_every else []))
         hw = detect_hardware(config)
 
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader
-    from data_pipeline.records import DataError
     from pixelbert import build_model
     from pixelbert.engine.checkpoint import export_pretrained, seed_everything
     from pixelbert.engine.trainer import Trainer, task_metrics_eval

@@ -63,6 +63,11 @@ class ModelConfig:
     num_answers: int = 3129
     # "sdpa" (flash / memory-efficient kernels on GPU) or "eager".
     attn_implementation: str = "sdpa"
+    # What the ITM / VQA / NLVR2 heads read: "cls" (the paper's [CLS] state) or "mean" (mean of
+    # every attended token). Use "mean" with a text model trained for mean pooling, such as the
+    # sentence-transformers MiniLM of the CPU configs: its [CLS] state barely depends on the input
+    # (std across inputs ~1e-3 after 2 layers), so a head on it starts blind and learns slowly.
+    pooling: str = "cls"
 
 
 @dataclass
@@ -82,6 +87,9 @@ class DataConfig:
     max_text_len: int = 40
     mlm_probability: float = 0.15
     itm_negative_probability: float = 0.5
+    # Pre-training: each image in two rows, its caption (match) and a wrong one (no match), one
+    # CNN pass for both, instead of swapping captions at itm_negative_probability.
+    itm_paired_negatives: bool = False
     micro_batch_size: int = 32
     num_workers: int = 2
     # Pixel mean/std (ImageNet), in 0..1 units.
@@ -223,6 +231,7 @@ def _validate(cfg: Config) -> None:
         (m.feature_stage in (1, 2, 3, 4), "model.feature_stage", "must be 1, 2, 3 or 4"),
         (m.pixel_samples > 0, "model.pixel_samples", "must be > 0"),
         (m.attn_implementation in ("sdpa", "eager"), "model.attn_implementation", "must be sdpa or eager"),
+        (m.pooling in ("cls", "mean"), "model.pooling", "must be cls or mean"),
         (m.text_model is not None or bool(m.text_config), "model.text_model", "set text_model or text_config"),
         (set(m.heads) <= {"mlm", "itm", "vqa", "nlvr2"}, "model.heads", f"unknown head in {m.heads}"),
         (m.num_answers > 0, "model.num_answers", "must be > 0"),

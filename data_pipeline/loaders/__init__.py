@@ -50,6 +50,26 @@ def _check(config: Config) -> None:
             raise DataError(f"{config.source}: 'data.{key}' {msg}")
 
 
+def _buildable(config: Config) -> bool:
+    """Shards missing but buildable on the fly: the embedded easy-VQA data, or ``data.root`` given."""
+    d = config.data
+    return not (Path(d.shards) / MANIFEST).is_file() and (d.dataset == "easyvqa" or d.root is not None)
+
+
+def check_shards(config: Config, splits: list[str]) -> None:
+    """Cheap pre-flight for launchers (before the process group and the model): the shards
+    exist (or will be built on the fly) and hold ``splits``; else one DataError line."""
+    if _buildable(config):
+        return
+    from data_pipeline.shards import load_manifest
+
+    d = config.data
+    have = load_manifest(d.shards).get("splits", {})
+    for split in (s for name in splits for s in name.split("+")):
+        if split not in have:
+            raise DataError(f"{d.shards}: no split {split!r} (has: {', '.join(sorted(have))})")
+
+
 def _ensure_shards(config: Config, rank: int) -> None:
     """Build missing shards of the embedded easy-VQA data (or of ``data.root``) on the fly.
 
@@ -57,7 +77,7 @@ def _ensure_shards(config: Config, rank: int) -> None:
     finish publishes it; builds are deterministic, so the others just discard theirs.
     """
     d = config.data
-    if (Path(d.shards) / MANIFEST).is_file() or (d.dataset != "easyvqa" and d.root is None):
+    if not _buildable(config):
         return
     from data_pipeline.build_shards import build_shards
 

@@ -278,6 +278,7 @@ class Trainer:
         nonfinite = torch.zeros((), device=hw.device)
         # The lr each group uses in this step (the schedule moves on inside the last engine.step()).
         self._step_lrs = {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        norm_stats = _norm_statistics(engine.module)
         for _ in range(self.plan.accumulation):
             t0 = time.perf_counter()
             batch = self._next_batch()
@@ -299,6 +300,9 @@ class Trainer:
         self.state.step += 1
         window.steps += 1
         if bad:
+            # The forward passes of a skipped step moved BatchNorm's running statistics: undo that too.
+            for buffer, saved in norm_stats:
+                buffer.copy_(saved)
             self.state.bad_steps += 1
             self.state.consecutive_bad += 1
             if self.state.consecutive_bad > self.config.train.max_bad_steps:
@@ -343,6 +347,16 @@ class Trainer:
         monitor.scalars(step, {f"eval/{k}": float(v) for k, v in scores.items()})
         monitor.message(f"eval at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
         return {k: float(v) for k, v in scores.items()}
+
+
+def _norm_statistics(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) of the running statistics that training-mode BatchNorm layers update in forward."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
+            out += [(b, b.detach().clone()) for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+                    if b is not None]
+    return out
 
 
 def task_metrics_eval(task, max_batches: int | None = None):

@@ -206,9 +206,17 @@ class PixelBert(nn.Module):
         text = out.text_hidden
         return self._head("mlm")(text if positions is None else text[positions])
 
+    def pooled(self, out: PixelBertOutput) -> torch.Tensor:
+        """(B, D) what the ITM / VQA / NLVR2 heads read: the [CLS] state (``model.pooling="cls"``,
+        the paper's), or the mean over every attended text and pixel token (``"mean"``)."""
+        if self.config.pooling == "cls":
+            return out.cls
+        weights = out.attention_mask.unsqueeze(-1).to(out.hidden.dtype)
+        return (out.hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
     def itm_logits(self, out: PixelBertOutput) -> torch.Tensor:
         """(B, 2) image-text match logits (class 1 = match)."""
-        return self._head("itm")(out.cls)
+        return self._head("itm")(self.pooled(out))
 
     def retrieval_scores(self, out: PixelBertOutput) -> torch.Tensor:
         """(B,) ranking score: the ITM match log-odds (logit 1 - logit 0), monotone in P(match)."""
@@ -217,11 +225,11 @@ class PixelBert(nn.Module):
 
     def vqa_logits(self, out: PixelBertOutput) -> torch.Tensor:
         """(B, A) answer logits."""
-        return self._head("vqa")(out.cls)
+        return self._head("vqa")(self.pooled(out))
 
     def nlvr2_logits(self, out: PixelBertOutput) -> torch.Tensor:
         """(B/2, 2) from the [CLS] of rows 2i (image 0) and 2i+1 (image 1)."""
-        return self._head("nlvr2")(out.cls)
+        return self._head("nlvr2")(self.pooled(out))
 
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Trainable parameters by optimiser: {"cnn": backbone.*, "transformer": everything else}."""

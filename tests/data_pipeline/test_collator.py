@@ -66,6 +66,21 @@ def test_itm_negatives_never_pair_an_image_with_its_own_caption(tokenizer):
     assert (batch.mlm_labels[batch.itm_labels == 0] == -100).all()  # MLM is learnt on matching pairs only
 
 
+def test_paired_negatives_give_every_image_its_caption_then_a_wrong_one(tokenizer):
+    pool = [["a red car"], ["a blue car"], ["a red car", "a dog"], ["a cat"]] * 3
+    items = samples(12, texts=pool)
+    items.append(Sample(key="lonely", image_ids=["x"], texts=["a red car"], images=[torch.randn(3, 8, 8)]))
+    batch = collate(tokenizer, items=items[-5:], itm_paired_negatives=True)
+    rows = list(zip(batch.image_index.tolist(), batch.itm_labels.tolist(), batch.meta["texts"]))
+    assert batch.images.shape[0] == 5 and [r[:2] for r in rows[:2]] == [(0, 1), (0, 0)]
+    for image, label, text in rows:
+        assert (text in items[-5:][image].texts) == (label == 1)
+    assert sum(label for _, label, _ in rows) == 5 and len(rows) == 10
+    assert (batch.mlm_labels[batch.itm_labels == 0] == -100).all()
+    alone = collate(tokenizer, items=samples(2, texts=[["same"]] * 2), itm_paired_negatives=True)
+    assert alone.itm_labels.tolist() == [1, 1]  # no wrong caption exists: positives only
+
+
 def test_a_batch_without_any_other_caption_keeps_positives(tokenizer):
     batch = collate(tokenizer, items=samples(3, texts=[["same"]] * 3), itm_negative_probability=1.0)
     assert batch.itm_labels.tolist() == [1, 1, 1]

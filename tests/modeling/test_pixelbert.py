@@ -130,6 +130,18 @@ def test_nlvr2_head_sees_both_images_of_a_sentence(tiny_model):
     assert not torch.allclose(tiny_model.nlvr2_logits(swapped)[1], logits[1], atol=1e-5)
 
 
+def test_mean_pooling_feeds_the_heads_the_mean_of_attended_tokens_only():
+    model = build_model(tiny_model_config(pooling="mean")).eval()
+    batch = make_batch([(64, 64), (40, 24)], text_lengths=[8, 5])  # padding in text and in pixels
+    out = model(batch)
+    mask = out.attention_mask
+    expected = torch.stack([out.hidden[i][mask[i]].mean(0) for i in range(2)])
+    torch.testing.assert_close(model.pooled(out), expected)
+    torch.testing.assert_close(model.vqa_logits(out), model.heads["vqa"](expected))
+    cls_model = build_model(tiny_model_config()).eval()
+    assert torch.equal(cls_model.pooled(cls_model(batch)), cls_model(batch).cls)  # the paper's default
+
+
 def test_a_missing_head_is_a_clear_error():
     model = build_model(tiny_model_config(heads=["itm"])).eval()
     out = model(make_batch([(32, 32)]))

@@ -44,12 +44,10 @@ def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
 
 def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_built(tmp_path, capsys):
     cfg = write_config(tmp_path / "cfg.json", tmp_path / "no_such_shards", tmp_path / "run")
+    started = time.monotonic()
     with pytest.raises(SystemExit) as stop:
         pretrain.main(["--config", str(cfg)])
-    err = capsys.readouterr().err
-    # The check comes after joining the process group, where DeepSpeed's CPU ops may log a torch warning.
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert stop.value.code == 2 and len(errors) == 1 and "no_such_shards" in errors[0] and "Traceback" not in err, err
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and err.startswith("error: ") and "\n" not in err and "no_such_shards" in err, err
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
-    # No time bound here: the check follows joining the process group, where DeepSpeed may JIT-build
-    # its CPU communication op (minutes when its cache is rebuilt); the config checks above are timed.
+    assert time.monotonic() - started < 5  # checked before the process group, DeepSpeed and the model

@@ -1,0 +1,47 @@
+"""launcher/easyvqa.py: the arms are valid overrides of the shipped configs; the table and curve it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from launcher import easyvqa
+from pixelbert.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("arm", [a for a, sets in easyvqa.ARMS.items() if sets is not None])
+def test_every_pretraining_arm_is_a_valid_override_of_the_shipped_config(arm):
+    cfg = load_config(REPO / "configs/tiny.json", easyvqa.ARMS[arm])
+    if arm == "mlm":
+        assert cfg.train.itm_weight == 0 and cfg.data.itm_negative_probability == 0
+        assert not cfg.data.itm_paired_negatives  # no negatives at all: MLM learns on every row
+    if arm == "mlm_itm_nosample":
+        h = w = cfg.data.max_image_size // 16  # resnet18 to layer 3: stride 16
+        assert cfg.model.pixel_samples >= h * w  # sampling keeps every pixel
+    ft = load_config(REPO / "configs/finetune/easyvqa.json", ["data.subset_fraction=0.1"])
+    assert ft.train.task == "vqa" and ft.model.feature_stage == cfg.model.feature_stage
+
+
+def summary(arm, curve, test, pre_s, ft_s):
+    return {"arm": arm, "pretrain_wall_s": pre_s, "finetune_wall_s": ft_s, "total_wall_s": pre_s + ft_s,
+            "test_accuracy": test, "val_curve": [{"minutes": m, "val_accuracy": a} for m, a in curve]}
+
+
+def test_table_has_one_row_per_arm_with_best_and_final_val_and_test(tmp_path):
+    rows = [summary("no_pretrain", [(1, 50.0), (2, 70.0), (3, 65.0)], 64.5, 0, 180),
+            summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120)]
+    easyvqa.write_table(rows, tmp_path / "table.md")
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "| no_pretrain | 0.0 | 3.0 | 70.00 | 65.00 | 64.50 |"
+    assert lines[3] == "| mlm_itm | 3.0 | 2.0 | 90.00 | 90.00 | 89.25 |"
+
+
+def test_curve_png_is_written(tmp_path):
+    easyvqa.plot([summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120)], tmp_path / "curve.png")
+    assert np.asarray(Image.open(tmp_path / "curve.png")).ndim == 3
