@@ -36,7 +36,7 @@ from pixelbert.config import DataConfig
 
 from data_pipeline.records import Sample
 
-__all__ = ["Collator", "pad_images", "mask_tokens"]
+__all__ = ["Collator", "pad_images", "mask_tokens", "word_heads"]
 
 IGNORE = -100
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -62,15 +62,31 @@ def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
+def word_heads(word_ids: list[list[int | None]]) -> torch.Tensor:
+    """(B, L) position of the first token of each token's word (a token without a word: itself)."""
+    heads = []
+    for row in word_ids:
+        out = []
+        for j, w in enumerate(row):
+            out.append(out[-1] if j and w is not None and w == row[j - 1] else j)
+        heads.append(out)
+    return torch.tensor(heads, dtype=torch.long)
+
+
 def mask_tokens(
     input_ids: torch.Tensor, special: torch.Tensor, probability: float, mask_id: int,
-    replacement_ids: np.ndarray, rng: np.random.Generator,
+    replacement_ids: np.ndarray, rng: np.random.Generator, heads: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: each non-special token (padding counts as special) is chosen with
     ``probability``; chosen -> [MASK] 80%, a random ordinary token 10%, unchanged 10%.
-    Returns (masked ids, labels (B, L) with -100 where not chosen)."""
+    ``heads`` (B, L) from ``word_heads``: whole-word masking, a word's pieces are chosen together
+    (so "rec" is never asked with "##tangle" in view). Returns (masked ids, labels (B, L) with
+    -100 where not chosen)."""
     shape = tuple(input_ids.shape)
-    chosen = torch.from_numpy(rng.random(shape) < probability) & ~special
+    draw = torch.from_numpy(rng.random(shape))
+    if heads is not None:
+        draw = draw.gather(1, heads)
+    chosen = (draw < probability) & ~special
     action = torch.from_numpy(rng.random(shape))
     random_ids = torch.from_numpy(replacement_ids[rng.integers(0, len(replacement_ids), shape)])
     ids = input_ids.clone()
@@ -118,8 +134,9 @@ class Collator:
         mlm_labels = None
         if self.task == "pretrain":
             special = enc["special_tokens_mask"].bool() | (attention == 0)
+            heads = word_heads([enc.word_ids(i) for i in range(len(texts))]) if self.data.whole_word_masking else None
             input_ids, mlm_labels = mask_tokens(input_ids, special, self.data.mlm_probability,
-                                                self.tokenizer.mask_token_id, self.replacement_ids, rng)
+                                                self.tokenizer.mask_token_id, self.replacement_ids, rng, heads)
             mlm_labels[rows["itm_labels"] == 0] = IGNORE
         pixels, pixel_mask = pad_images(images)
         meta = {"keys": [s.key for s in samples], "image_ids": [i if isinstance(i, str) else None for i, _ in unique],  # of batch.images

@@ -86,6 +86,8 @@ class DataConfig:
     hflip: bool = False
     max_text_len: int = 40
     mlm_probability: float = 0.15
+    # Choose whole words for MLM (all WordPiece pieces of a word together), as BERT-wwm; off: per piece.
+    whole_word_masking: bool = False
     itm_negative_probability: float = 0.5
     # Pre-training: each image in two rows, its caption (match) and a wrong one (no match), one
     # CNN pass for both, instead of swapping captions at itm_negative_probability.

@@ -152,3 +152,18 @@ def test_questions_of_one_image_share_one_image_in_the_batch(tokenizer):
     batch = collate(tokenizer, "vqa", items, answers=["x"])
     assert batch.images.shape[0] == 2 and batch.image_index.tolist() == [0, 0, 0, 1]
     assert batch.meta["image_ids"] == ["img1", "img2"] and torch.equal(batch.images[0], image)
+
+
+def test_whole_word_masking_chooses_every_piece_of_a_word_together(tokenizer):
+    items = samples(200, captions=1, texts=[["a blue rectangle near a red triangle"]] * 200)
+    batch = collate(tokenizer, items=items, itm_negative_probability=0.0, mlm_probability=0.3, whole_word_masking=True)
+    ids = tokenizer("rectangle", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 2  # "rec", "##tangle"
+    row = tokenizer("a blue rectangle near a red triangle")["input_ids"]
+    j = row.index(ids[0])
+    chosen = batch.mlm_labels != -100
+    assert torch.equal(chosen[:, j], chosen[:, j + 1])  # both pieces or neither
+    assert 0.15 < chosen[:, j].float().mean() < 0.45
+    per_piece = collate(tokenizer, items=items, itm_negative_probability=0.0, mlm_probability=0.3)
+    apart = (per_piece.mlm_labels[:, j] != -100) != (per_piece.mlm_labels[:, j + 1] != -100)
+    assert apart.any()  # without it, the pieces are drawn apart
