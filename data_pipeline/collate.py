@@ -64,13 +64,11 @@ def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def word_heads(word_ids: list[list[int | None]]) -> torch.Tensor:
     """(B, L) position of the first token of each token's word (a token without a word: itself)."""
-    heads = []
-    for row in word_ids:
-        out = []
-        for j, w in enumerate(row):
-            out.append(out[-1] if j and w is not None and w == row[j - 1] else j)
-        heads.append(out)
-    return torch.tensor(heads, dtype=torch.long)
+    ids = torch.tensor([[-1 if w is None else w for w in row] for row in word_ids], dtype=torch.long)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    prev = torch.cat([torch.full_like(ids[:, :1], -2), ids[:, :-1]], dim=1)
+    starts = (ids != prev) | (ids < 0)  # a new word begins (or a token of no word)
+    return torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=1).values
 
 
 def mask_tokens(

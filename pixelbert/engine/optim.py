@@ -57,15 +57,14 @@ def build_param_groups(model: nn.Module, cnn: nn.Module | None, train: TrainConf
     for name, params in buckets.items():
         if not params:
             continue
-        if name.startswith("cnn") and train.cnn_optimizer == "sgd":
-            lr, wd = train.lr_cnn, (0.0 if name.endswith("no_decay") else train.weight_decay_cnn)
-            groups.append(dict(params=params, name=name, rule="sgd", lr=lr, base_lr=lr, weight_decay=wd, momentum=train.momentum_cnn))
-        elif name.startswith("cnn"):  # AdamW for a CNN trained from scratch (see TrainConfig.cnn_optimizer)
-            lr, wd = train.lr_cnn, (0.0 if name.endswith("no_decay") else train.weight_decay_cnn)
-            groups.append(dict(params=params, name=name, rule="adamw", lr=lr, base_lr=lr, weight_decay=wd, betas=(0.9, 0.999), eps=1e-8))
-        else:
-            lr, wd = train.lr_transformer, (0.0 if name.endswith("no_decay") else train.weight_decay_transformer)
-            groups.append(dict(params=params, name=name, rule="adamw", lr=lr, base_lr=lr, weight_decay=wd, betas=(0.9, 0.999), eps=1e-8))
+        cnn = name.startswith("cnn")
+        lr, wd = (train.lr_cnn, train.weight_decay_cnn) if cnn else (train.lr_transformer, train.weight_decay_transformer)
+        group = dict(params=params, name=name, lr=lr, base_lr=lr, weight_decay=0.0 if name.endswith("no_decay") else wd)
+        if cnn and train.cnn_optimizer == "sgd":
+            group.update(rule="sgd", momentum=train.momentum_cnn)
+        else:  # the transformer, or a CNN trained from scratch (TrainConfig.cnn_optimizer = "adamw")
+            group.update(rule="adamw", betas=(0.9, 0.999), eps=1e-8)
+        groups.append(group)
     return groups
 
 

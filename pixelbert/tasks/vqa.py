@@ -60,7 +60,8 @@ class VQATask:
             total = targets.sum(dim=1, keepdim=True)
             scored = total.squeeze(1) > 0
             per_question = -(targets / total.clamp_min(1e-12) * F.log_softmax(logits, dim=1)).sum(dim=1)
-            loss = per_question[scored].sum() / scored.sum().clamp_min(1)
+            # A weighted sum, not per_question[scored]: boolean indexing would sync with the host on GPU.
+            loss = (per_question * scored).sum() / scored.sum().clamp_min(1)
         else:
             loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
             if self.reduction == "scaled":
