@@ -147,16 +147,39 @@ class Collator:
     # One method per task: rows of text, the image of every row, task tensors.
 
     @staticmethod
-    def _wrong_caption(i, samples, texts_of, rng, tries: int = 8) -> str | None:
+    def _one_word_apart(caption: str, pool: list[str], rng) -> str | None:
+        """A caption of ``pool`` that differs from ``caption`` in exactly one word, or None.
+
+        The word position is drawn first (uniformly among those some caption differs at), then
+        a caption: each word of the caption is as likely to be the one that is wrong."""
+        words = caption.lower().split()
+        at: dict[int, list[str]] = {}
+        for c in pool:
+            other = c.lower().split()
+            if len(other) == len(words):
+                diff = [k for k, (a, b) in enumerate(zip(words, other)) if a != b]
+                if len(diff) == 1:
+                    at.setdefault(diff[0], []).append(c)
+        if not at:
+            return None
+        options = at[sorted(at)[int(rng.integers(len(at)))]]
+        return options[int(rng.integers(len(options)))]
+
+    def _wrong_caption(self, i, samples, texts_of, rng, caption: str | None = None, tries: int = 8) -> str | None:
         """A caption of another image of the batch that is not one of image i's own captions.
 
-        A few random draws first (cheap, and the answer almost always); then, so that a
+        ``itm_hard_negatives`` (pre-training): one a word apart from ``caption`` when the batch has one. Else a
+        few random draws first (cheap, and the answer almost always); then, so that a
         negative is never missed when one exists, a scan of the whole batch."""
         own, ids = set(texts_of[i]), set(samples[i].image_ids)
 
         def usable(j):
             return [c for c in texts_of[j] if c not in own] if j != i and not ids & set(samples[j].image_ids) else []
 
+        if caption is not None and self.data.itm_hard_negatives:
+            hard = self._one_word_apart(caption, [c for j in range(len(samples)) for c in usable(j)], rng)
+            if hard is not None:
+                return hard
         for _ in range(tries):
             pool = usable(int(rng.integers(len(samples))))
             if pool:
@@ -172,7 +195,7 @@ class Collator:
         for i in range(len(samples)):
             wrong = None
             if rng.random() < self.data.itm_negative_probability:
-                wrong = self._wrong_caption(i, samples, texts_of, rng)
+                wrong = self._wrong_caption(i, samples, texts_of, rng, captions[i])
             if wrong is not None:
                 captions[i] = wrong
             itm.append(int(wrong is None))
@@ -186,7 +209,7 @@ class Collator:
             texts.append(own[int(rng.integers(len(own)))] if self.train else own[0])
             image_index.append(i)
             itm.append(1)
-            wrong = self._wrong_caption(i, samples, texts_of, rng)
+            wrong = self._wrong_caption(i, samples, texts_of, rng, texts[-1])
             if wrong is not None:
                 texts.append(wrong)
                 image_index.append(i)

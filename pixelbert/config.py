@@ -92,6 +92,10 @@ class DataConfig:
     # Pre-training: each image in two rows, its caption (match) and a wrong one (no match), one
     # CNN pass for both, instead of swapping captions at itm_negative_probability.
     itm_paired_negatives: bool = False
+    # ITM negatives a word apart: a wrong caption that differs from the image's own in one word
+    # (e.g. only the shape, or only the colour) when the batch has one, so the match must check
+    # every word against the image, not the easiest one. Off: any wrong caption.
+    itm_hard_negatives: bool = False
     micro_batch_size: int = 32
     num_workers: int = 2
     # Pixel mean/std (ImageNet), in 0..1 units.

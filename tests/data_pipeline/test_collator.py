@@ -81,6 +81,28 @@ def test_paired_negatives_give_every_image_its_caption_then_a_wrong_one(tokenize
     assert alone.itm_labels.tolist() == [1, 1]  # no wrong caption exists: positives only
 
 
+def test_hard_negatives_differ_in_one_word_each_word_as_often(tokenizer):
+    colours, shapes = ["red", "blue", "green", "gray"], ["circle", "square", "triangle"]
+    pool = [[f"a {c} {s}"] for c in colours for s in shapes] + [["two dogs play"]]
+    items = samples(len(pool), texts=pool)
+    changed = {1: 0, 2: 0}
+    for seed in range(40):
+        batch = collate(tokenizer, items=items, seed=seed, itm_paired_negatives=True, itm_hard_negatives=True)
+        rows = list(zip(batch.image_index.tolist(), batch.itm_labels.tolist(), batch.meta["texts"]))
+        for image, label, text in rows:
+            own = items[image].texts[0].split()
+            if label == 0 and own[0] == "a":
+                diff = [k for k, (a, b) in enumerate(zip(own, text.split())) if a != b]
+                assert len(diff) == 1 and text not in items[image].texts  # one word apart, still wrong
+                changed[diff[0]] += 1
+            elif label == 0:  # nothing is a word apart from "two dogs play": any wrong caption
+                assert text != "two dogs play"
+    # colour and shape each about half of the time, although 3 of 5 one-word neighbours are colours
+    assert changed[1] + changed[2] == 40 * 12 and 0.4 < changed[2] / (40 * 12) < 0.6
+    plain = collate(tokenizer, items=items, seed=0, itm_paired_negatives=True)
+    assert plain.itm_labels.tolist().count(0) == len(pool)
+
+
 def test_a_batch_without_any_other_caption_keeps_positives(tokenizer):
     batch = collate(tokenizer, items=samples(3, texts=[["same"]] * 3), itm_negative_probability=1.0)
     assert batch.itm_labels.tolist() == [1, 1, 1]
