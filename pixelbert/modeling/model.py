@@ -114,7 +114,7 @@ class PixelBert(nn.Module):
             sizes = valid_sizes(pixel_mask)
         features, sizes = self.backbone(images, sizes)
         k = self.config.pixel_samples if (sample_pixels and self.training) else None
-        return self.visual(features, sizes, k, generator, images=images)
+        return self.visual(features, sizes, k, generator)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Text only: (B, L) ids -> (B, L, D), the same as BertModel's last_hidden_state."""

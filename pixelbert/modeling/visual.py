@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pixelbert.config import ModelConfig
@@ -81,7 +80,6 @@ class PixelEmbedding(nn.Module):
         else:
             self.row_embed = self.col_embed = None
         self.pos_embed_max = cfg.pos_embed_max
-        self.colour = nn.Linear(3, hidden_size) if cfg.pixel_colour else None
         self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = nn.Dropout(cfg.visual_dropout)
 
@@ -91,23 +89,14 @@ class PixelEmbedding(nn.Module):
         sizes: torch.Tensor | None = None,
         num_samples: int | None = None,
         generator: torch.Generator | None = None,
-        images: torch.Tensor | None = None,
     ) -> PixelTokens:
         """features (I, C, h, w), zero outside sizes (I, 2) (None: no padding).
 
         num_samples: keep that many random valid pixels per image (pre-training); None: all.
-        images (I, 3, H, W): the CNN's input, needed with model.pixel_colour.
         """
         if self.pool is not None:
             features = self.pool(features)
             sizes = None if sizes is None else size_after(sizes, 2)
-        if self.colour is not None:
-            if images is None:
-                raise ValueError("model.pixel_colour needs the images the features came from")
-            # Mean colour of each token's cell; cells are zero-padded past the image's border, as
-            # the features are. Concatenated as 3 extra channels, split again after the gather.
-            cells = F.adaptive_avg_pool2d(images, features.shape[-2:]).to(features.dtype)
-            features = torch.cat([features, cells], dim=1)
         n_img, channels, h, w = features.shape
         if sizes is None:
             grid = torch.ones(n_img, h, w, dtype=torch.bool, device=features.device)
@@ -123,10 +112,7 @@ class PixelEmbedding(nn.Module):
             flat = flat.gather(2, index.unsqueeze(1).expand(-1, channels, -1))
             mask = mask.gather(1, index)
         flat = flat.transpose(1, 2)  # (I, N, C)
-        if self.colour is not None:
-            x = self.proj(flat[..., :-3]) + self.colour(flat[..., -3:]) + self.semantic
-        else:
-            x = self.proj(flat) + self.semantic
+        x = self.proj(flat) + self.semantic
         if self.row_embed is not None:
             if max(h, w) > self.pos_embed_max:
                 raise ValueError(f"feature map {h}x{w} exceeds model.pos_embed_max={self.pos_embed_max}")

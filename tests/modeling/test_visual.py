@@ -1,4 +1,4 @@
-"""Pixel tokens: random pixel sampling, extra pool mask arithmetic, 2-D position embedding, pixel colour."""
+"""Pixel tokens: random pixel sampling, extra pool mask arithmetic, 2-D position embedding."""
 
 import pytest
 import torch
@@ -123,19 +123,3 @@ def test_sampled_tokens_keep_their_cells_position_embedding():
     full = embed(features)
     sampled = embed(features, num_samples=5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sampled.tokens[0], full.tokens[0, sampled.index[0]])
-
-
-def test_pixel_colour_adds_each_cells_mean_input_colour_and_follows_sampling():
-    assert PixelEmbedding(4, 16, tiny_model_config()).colour is None  # off by default (not in the paper)
-    embed = PixelEmbedding(4, 16, tiny_model_config(extra_pool=False, visual_dropout=0.0, pixel_colour=True)).eval()
-    images = torch.rand(2, 3, 8, 12)  # a 2x3 feature map: 4x4-pixel cells
-    features = torch.rand(2, 4, 2, 3)
-    cells = images.unfold(2, 4, 4).unfold(3, 4, 4).mean((-1, -2))  # (2, 3, 2, 3) by hand
-    out = embed(features, images=images)
-    expected = embed.norm(embed.proj(features.flatten(2).transpose(1, 2))
-                          + embed.colour(cells.flatten(2).transpose(1, 2)) + embed.semantic)
-    torch.testing.assert_close(out.tokens, expected)
-    sampled = embed(features, num_samples=4, generator=torch.Generator().manual_seed(0), images=images)
-    torch.testing.assert_close(sampled.tokens, out.tokens.gather(1, sampled.index[..., None].expand(-1, -1, 16)))
-    with pytest.raises(ValueError, match="pixel_colour"):
-        embed(features)
