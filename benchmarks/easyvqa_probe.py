@@ -71,6 +71,12 @@ def main(argv=None) -> None:
                    help="the first N steps ask only the first of --questions (a curriculum)")
     p.add_argument("--batch", type=int, default=32, help="images per step (also BatchNorm's batch)")
     p.add_argument("--cnn-sgd", type=float, default=None, metavar="LR", help="SGD (momentum 0.9) for the CNN")
+    p.add_argument("--no-pixel-norm", action="store_true",
+                   help="drop the LayerNorm over the pixel tokens (probe only: is it what squeezes one property out?)")
+    p.add_argument("--pool", choices=["model", "pixels"], default="model",
+                   help="model: the model's pooling (config); pixels: mean of the pixel tokens' final states only")
+    p.add_argument("--per-question-softmax", action="store_true",
+                   help="each row's softmax over its own question's answers only (no shape-vs-colour competition)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", default=str(ROOT / "configs/finetune/easyvqa.json"))
     p.add_argument("--set", action="append", default=[], metavar="K=V")
@@ -84,6 +90,8 @@ def main(argv=None) -> None:
     x_test, y_test = load_split(easy_vqa.get_test_image_paths(), easy_vqa.get_test_questions(), config)
     x_test, y_test = x_test[:500], {k: v[:500] for k, v in y_test.items()}
     model = build_model(config).train()
+    if args.no_pixel_norm:
+        model.visual.norm = torch.nn.Identity()
     kinds = args.questions
     offset = {k: sum(len(QUESTIONS[j][1]) for j in kinds[:n]) for n, k in enumerate(kinds)}
     n_classes = sum(len(QUESTIONS[k][1]) for k in kinds)
@@ -110,7 +118,8 @@ def main(argv=None) -> None:
         if args.detach:
             cut = torch.tensor([kinds[int(k)] in args.detach for k in kind])[:, None, None]
             pixels = dataclasses.replace(pixels, tokens=torch.where(cut, pixels.tokens.detach(), pixels.tokens))
-        return head(model.pooled(model(batch, pixels=pixels)))
+        out = model(batch, pixels=pixels)
+        return head(out.pixel_hidden.mean(1) if args.pool == "pixels" else model.pooled(out))
 
     optimizers = [torch.optim.AdamW([{"params": rest, "lr": config.train.lr_transformer}]
                                     + ([] if args.cnn_sgd else [{"params": cnn, "lr": config.train.lr_cnn}]),
@@ -128,7 +137,13 @@ def main(argv=None) -> None:
         kind = torch.zeros_like(mixed) if step <= args.first_only else mixed
         idx = torch.randint(0, len(x_train), (args.batch,))
         target = torch.stack([y_train[kinds[int(k)]][i] + offset[kinds[int(k)]] for k, i in zip(kind, idx)])
-        loss = F.cross_entropy(logits(x_train[idx], kind), target)
+        out = logits(x_train[idx], kind)
+        if args.per_question_softmax:  # other questions' answers can never win: -inf on their logits
+            own = torch.zeros_like(out, dtype=torch.bool)
+            for n, k in enumerate(kinds):
+                own[kind == n, offset[k]:offset[k] + len(QUESTIONS[k][1])] = True
+            out = out.masked_fill(~own, float("-inf"))
+        loss = F.cross_entropy(out, target)
         for o in optimizers:
             o.zero_grad()
         loss.backward()
