@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from data_pipeline.formats.easyvqa import COLORS, SHAPES  # noqa: E402
+from data_pipeline.images import image_to_tensor  # noqa: E402
 from pixelbert.batch import Batch  # noqa: E402
 from pixelbert.config import load_config  # noqa: E402
 from pixelbert.modeling.model import build_model  # noqa: E402
 from pixelbert.modeling.tokenizer import load_tokenizer  # noqa: E402
 
-SHAPES = ["circle", "rectangle", "triangle"]
-COLOURS = ["red", "green", "blue", "black", "gray", "teal", "brown", "yellow"]
+SHAPES, COLOURS = list(SHAPES), list(COLORS)  # the format's answer words, in its order
 QUESTIONS = {"shape": ("what shape is in the image?", SHAPES), "colour": ("what color is the shape?", COLOURS)}
 
 
@@ -50,13 +50,10 @@ def load_split(paths, questions, config) -> tuple[torch.Tensor, dict[str, torch.
             if answer in classes:
                 labels[kind][image] = classes.index(answer)
     ids = sorted(set(labels["shape"]) & set(labels["colour"]))
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(paths[i]).convert("RGB"), dtype=np.float32))
-                     .permute(2, 0, 1) for i in ids]) / 255
-    size = config.data.image_size
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (config.data.mean, config.data.std))
-    return (x - mean) / std, {k: torch.tensor([v[i] for i in ids]) for k, v in labels.items()}
+    d = config.data  # the loaders' resize and normalisation
+    x = torch.stack([image_to_tensor(Image.open(paths[i]).convert("RGB"), d.image_size, d.max_image_size, d.mean, d.std)
+                     for i in ids])
+    return x, {k: torch.tensor([v[i] for i in ids]) for k, v in labels.items()}
 
 
 def main(argv=None) -> None:
