@@ -74,6 +74,14 @@ def main(argv=None) -> None:
                    help="model: the model's pooling (config); pixels: mean of the pixel tokens' final states only")
     p.add_argument("--per-question-softmax", action="store_true",
                    help="each row's softmax over its own question's answers only (no shape-vs-colour competition)")
+    p.add_argument("--lr-visual", type=float, default=None, metavar="LR",
+                   help="own AdamW learning rate for the pixel embedding (visual.*) and the probe's head")
+    p.add_argument("--trunk-first", type=int, default=0, metavar="N",
+                   help="the first N steps train the CNN with the trunk head (a CNN pre-training stage), then the model head")
+    p.add_argument("--trunk-aux", type=float, default=0.0, metavar="W",
+                   help="add W x the trunk head's loss to every model-head step (an auxiliary CNN loss)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="after --trunk-first, BatchNorm uses its running statistics (train = eval behaviour)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", default=str(ROOT / "configs/finetune/easyvqa.json"))
     p.add_argument("--set", action="append", default=[], metavar="K=V")
@@ -95,19 +103,26 @@ def main(argv=None) -> None:
     tok = load_tokenizer(config.model)
     enc = tok([QUESTIONS[k][0] for k in kinds], return_tensors="pt", padding=True)
 
-    if args.head == "trunk":
-        head = torch.nn.Linear(model.backbone.out_channels, n_classes)
-        cnn, rest = list(model.backbone.parameters()), list(head.parameters())
+    if args.head == "trunk":  # creation order kept: the same initial weights as the logs in the repo
+        trunk_head = torch.nn.Linear(model.backbone.out_channels, n_classes)
+        head = torch.nn.Linear(model.hidden_size, n_classes)
     else:
         head = torch.nn.Linear(model.hidden_size, n_classes)
-        groups = model.parameter_groups()
-        cnn = list(groups["cnn"].values())
+        trunk_head = torch.nn.Linear(model.backbone.out_channels, n_classes)
+    groups = model.parameter_groups()
+    cnn = list(groups["cnn"].values())
+    if args.head == "trunk":
+        rest = list(trunk_head.parameters())
+    else:
         rest = [q for name, g in groups.items() if name != "cnn" for q in g.values()] + list(head.parameters())
+        rest += list(trunk_head.parameters()) if args.trunk_first or args.trunk_aux else []
+    fast = list(model.visual.parameters()) + list(head.parameters()) if args.lr_visual else []
+    rest = [q for q in rest if all(q is not f for f in fast)]
 
-    def logits(x: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    def logits(x: torch.Tensor, kind: torch.Tensor, trunk: bool) -> torch.Tensor:
         """(n, n_classes) for images x asked question kinds[kind[i]]."""
-        if args.head == "trunk":
-            return head(model.backbone(x)[0].mean((2, 3)))
+        if trunk:
+            return trunk_head(model.backbone(x)[0].mean((2, 3)))
         n = x.shape[0]
         batch = Batch(images=x, pixel_mask=torch.ones(n, *x.shape[2:], dtype=torch.bool),
                       input_ids=enc.input_ids[kind], attention_mask=enc.attention_mask[kind])
@@ -119,6 +134,7 @@ def main(argv=None) -> None:
         return head(out.pixel_hidden.mean(1) if args.pool == "pixels" else model.pooled(out))
 
     optimizers = [torch.optim.AdamW([{"params": rest, "lr": config.train.lr_transformer}]
+                                    + ([{"params": fast, "lr": args.lr_visual}] if fast else [])
                                     + ([] if args.cnn_sgd else [{"params": cnn, "lr": config.train.lr_cnn}]),
                                     weight_decay=0.01)]
     if args.cnn_sgd:
@@ -134,13 +150,18 @@ def main(argv=None) -> None:
         kind = torch.zeros_like(mixed) if step <= args.first_only else mixed
         idx = torch.randint(0, len(x_train), (args.batch,))
         target = torch.stack([y_train[kinds[int(k)]][i] + offset[kinds[int(k)]] for k, i in zip(kind, idx)])
-        out = logits(x_train[idx], kind)
+        trunk = args.head == "trunk" or step <= args.trunk_first
+        if args.freeze_bn and not trunk:
+            model.backbone.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+        out = logits(x_train[idx], kind, trunk)
         if args.per_question_softmax:  # other questions' answers can never win: -inf on their logits
             own = torch.zeros_like(out, dtype=torch.bool)
             for n, k in enumerate(kinds):
                 own[kind == n, offset[k]:offset[k] + len(QUESTIONS[k][1])] = True
             out = out.masked_fill(~own, float("-inf"))
         loss = F.cross_entropy(out, target)
+        if args.trunk_aux and not trunk:  # the CNN alone also answers, on the same rows
+            loss = loss + args.trunk_aux * F.cross_entropy(logits(x_train[idx], kind, True), target)
         for o in optimizers:
             o.zero_grad()
         loss.backward()
@@ -149,14 +170,16 @@ def main(argv=None) -> None:
         if step % max(1, args.steps // 5) == 0:
             model.eval()
             head.eval()
+            trunk_head.eval()
             with torch.no_grad():
                 acc = {}
                 for n, k in enumerate(kinds):
-                    out = logits(x_test, torch.full((len(x_test),), n))
+                    out = logits(x_test, torch.full((len(x_test),), n), trunk)
                     part = out[:, offset[k]:offset[k] + len(QUESTIONS[k][1])]
                     acc[k] = round((part.argmax(1) == y_test[k]).float().mean().item(), 3)
             model.train()
             head.train()
+            trunk_head.train()
             print(f"step {step} ({time.monotonic() - started:.0f} s) loss {loss.item():.3f} test accuracy {acc}",
                   flush=True)
 

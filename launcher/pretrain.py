@@ -1,4 +1,4 @@
-"""Pre-train Pixel-BERT (MLM + ITM) with DeepSpeed.
+"""Pre-train Pixel-BERT (MLM + ITM) with DeepSpeed; also the CNN stage (``train.task=visual_words``).
 
     deepspeed --num_gpus N launcher/pretrain.py --config configs/x152.json [--set k=v] [--resume auto]
     torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node N launcher/pretrain.py --config ...
@@ -19,6 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launcher import cli  # noqa: E402
+from pixelbert.tasks import PRETRAIN_TASKS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     from data_pipeline.records import DataError
 
     with cli.user_errors(DataError):  # everything a user can get wrong, checked before heavy work
-        if config.train.task != "pretrain":
-            cli.fail(f"{config.source}: 'train.task' is {config.train.task!r}; launcher/pretrain.py runs pretrain")
+        if config.train.task not in PRETRAIN_TASKS:
+            cli.fail(f"{config.source}: 'train.task' is {config.train.task!r}; launcher/pretrain.py runs "
+                     f"{' or '.join(PRETRAIN_TASKS)}")
         plan_batch(config, cli.world_size())
         if args.resume not in (None, "auto") and not Path(args.resume).exists():
             cli.fail(f"--resume {args.resume}: no such checkpoint")
@@ -45,16 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     from pixelbert import build_model
     from pixelbert.engine.checkpoint import export_pretrained, seed_everything
     from pixelbert.engine.trainer import Trainer, task_metrics_eval
-    from pixelbert.tasks.pretrain import PretrainTask
+    from pixelbert.tasks import build_task
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     init_distributed(hw)
     rank, world = dist.get_rank(), dist.get_world_size()
-    task = PretrainTask.from_config(config)
+    task = build_task(config)
     evaluation = {}
     with cli.user_errors(DataError):  # missing shards, too little data for the ranks: before the model
         loader = build_loader(config, "train", rank, world)
-        if config.train.eval_every:  # held-out MLM / ITM accuracy on the val split
+        if config.train.eval_every:  # held-out task metrics (MLM / ITM accuracy) on the val split
             evaluation = dict(eval_loader=build_loader(config, "val", rank, world), eval_fn=task_metrics_eval(task))
     seed_everything(config.train.seed)  # identical initial weights on every rank
     model = build_model(config)
@@ -73,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rank == 0:
         export = export_pretrained(out / "checkpoints", out / "export")
+        shown = ["mlm_acc", "itm_acc"] if config.train.task == "pretrain" else ["words_top1", "words_rprec"]
         m, v = result.metrics, result.evaluation
-        line = f"done: step {result.step}; train (last log window) mlm_acc {m.get('train/mlm_acc', float('nan')):.3f} " \
-               f"itm_acc {m.get('train/itm_acc', float('nan')):.3f}"
+        line = f"done: step {result.step}; train (last log window) " + \
+            " ".join(f"{k} {m.get('train/' + k, float('nan')):.3f}" for k in shown)
         if v:
-            line += f"; val mlm_acc {v.get('mlm_acc', float('nan')):.3f} itm_acc {v.get('itm_acc', float('nan')):.3f}"
+            line += "; val " + " ".join(f"{k} {v.get(k, float('nan')):.3f}" for k in shown)
         print(line)
         print(f"TensorBoard logs: {out / 'tensorboard'}  (tensorboard --logdir {out / 'tensorboard'})")
         print(f"Exported model:   {export}  (PixelBert.from_pretrained)")

@@ -117,7 +117,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "pretrain"  # pretrain | vqa | nlvr2 | retrieval
+    task: str = "pretrain"  # visual_words (CNN stage) | pretrain | vqa | nlvr2 | retrieval
     output_dir: str = "runs/pretrain"
     seed: int = 42
     epochs: int = 40
@@ -239,7 +239,7 @@ def _validate(cfg: Config) -> None:
         (m.attn_implementation in ("sdpa", "eager"), "model.attn_implementation", "must be sdpa or eager"),
         (m.pooling in ("cls", "mean"), "model.pooling", "must be cls or mean"),
         (m.text_model is not None or bool(m.text_config), "model.text_model", "set text_model or text_config"),
-        (set(m.heads) <= {"mlm", "itm", "vqa", "nlvr2"}, "model.heads", f"unknown head in {m.heads}"),
+        (set(m.heads) <= {"mlm", "itm", "vqa", "nlvr2", "words"}, "model.heads", f"unknown head in {m.heads}"),
         (m.num_answers > 0, "model.num_answers", "must be > 0"),
         (d.backend in ("auto", "dali", "torch"), "data.backend", "must be auto, dali or torch"),
         (d.micro_batch_size > 0, "data.micro_batch_size", f"must be > 0, got {d.micro_batch_size}"),
@@ -248,7 +248,7 @@ def _validate(cfg: Config) -> None:
         (0.0 <= d.itm_negative_probability <= 1.0, "data.itm_negative_probability", "must be in [0, 1]"),
         (0.0 < d.subset_fraction <= 1.0, "data.subset_fraction", "must be in (0, 1]"),
         (len(d.mean) == 3 and len(d.std) == 3, "data.mean", "mean and std need 3 values"),
-        (t.task in ("pretrain", "vqa", "nlvr2", "retrieval"), "train.task", f"unknown task {t.task!r}"),
+        (t.task in ("visual_words", "pretrain", "vqa", "nlvr2", "retrieval"), "train.task", f"unknown task {t.task!r}"),
         (t.epochs > 0, "train.epochs", "must be > 0"),
         (t.cnn_optimizer in ("sgd", "adamw"), "train.cnn_optimizer", "must be sgd or adamw"),
         (t.vqa_loss in ("bce", "softmax"), "train.vqa_loss", "must be bce or softmax"),

@@ -24,14 +24,17 @@ from data_pipeline.plan import EpochPlan
 from data_pipeline.records import BAD_KINDS, BadSample, DataError, Sample, make_sample, parse_record
 from data_pipeline.shards import ShardSet, image_slots
 
-__all__ = ["ShardLoader"]
+__all__ = ["ShardLoader", "DATA_TASKS"]
+
+# Tasks that read another task's samples: the CNN stage learns from the pre-training captions.
+DATA_TASKS = {"visual_words": "pretrain"}
 
 
 class ShardLoader:
     backend = "base"
 
     def __init__(self, config: Config, split: str, rank: int, world_size: int, tokenizer, train: bool):
-        data, task = config.data, config.train.task
+        data, task = config.data, DATA_TASKS.get(config.train.task, config.train.task)
         self.config, self.split, self.task, self.train = config, split, task, train
         self.rank, self.world_size, self.seed = rank, world_size, config.train.seed
         self.shards = ShardSet(data.shards, split)

@@ -109,7 +109,9 @@ def _block_forward(block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None
 
 
 def load_backbone_weights(trunk: ResNetTrunk, path: str) -> None:
-    """Load a local ImageNet checkpoint; fc.* and stages beyond the trunk are ignored.
+    """Load a local ImageNet checkpoint (torchvision names, ``.pth`` or ``.safetensors``) or the
+    ``model.safetensors`` of a pixelbert export (its ``backbone.*``, e.g. from the visual_words
+    CNN stage); fc.* and stages beyond the trunk are ignored.
 
     Any other missing or unexpected key raises ValueError naming the file, so a checkpoint of
     the wrong architecture never loads silently.
@@ -127,6 +129,8 @@ def load_backbone_weights(trunk: ResNetTrunk, path: str) -> None:
             if isinstance(state, dict) and key in state and isinstance(state[key], dict):
                 state = state[key]
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):  # a pixelbert export: its trunk only
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     dropped = tuple(["fc."] + [f"layer{i}." for i in range(trunk.feature_stage + 1, 5)])
     state = {k: v for k, v in state.items() if not k.startswith(dropped)}
     result = trunk.load_state_dict(state, strict=False)

@@ -1,4 +1,5 @@
-"""Task heads on the joint hidden states: MLM (tied decoder), ITM, VQA, NLVR2.
+"""Task heads on the joint hidden states: MLM (tied decoder), ITM, VQA, NLVR2; and one on the
+CNN alone, WORDS (the caption words an image shows: the CNN pre-training stage).
 
 Heads take hidden-state tensors, not batches; PixelBert's ``*_logits`` methods pick the
 positions ([CLS], text tokens) so tasks need not know the sequence layout.
@@ -11,7 +12,7 @@ from torch import nn
 from transformers import BertConfig
 from transformers.activations import ACT2FN
 
-__all__ = ["MLMHead", "ITMHead", "VQAHead", "NLVR2Head", "build_heads", "init_bert_weights"]
+__all__ = ["MLMHead", "ITMHead", "VQAHead", "NLVR2Head", "WordsHead", "build_heads", "init_bert_weights"]
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
@@ -92,13 +93,29 @@ class NLVR2Head(nn.Module):
         return self.mlp(cls.reshape(cls.shape[0] // 2, 2 * cls.shape[1]))
 
 
-def build_heads(names: list[str], config: BertConfig, word_embeddings: nn.Embedding, num_answers: int) -> nn.ModuleDict:
-    """The heads named in ``model.heads`` (mlm, itm, vqa, nlvr2)."""
+class WordsHead(nn.Module):
+    """CNN feature map averaged over the image (I, C) -> (I, V) vocabulary logits: which words
+    a caption of this image uses. A linear classifier, so what it reads must be in the CNN."""
+
+    def __init__(self, channels: int, vocab_size: int, std: float):
+        super().__init__()
+        self.classifier = nn.Linear(channels, vocab_size)
+        init_bert_weights(self, std)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(pooled)
+
+
+def build_heads(
+    names: list[str], config: BertConfig, word_embeddings: nn.Embedding, num_answers: int, cnn_channels: int
+) -> nn.ModuleDict:
+    """The heads named in ``model.heads`` (mlm, itm, vqa, nlvr2, words)."""
     makers = {
         "mlm": lambda: MLMHead(config, word_embeddings),
         "itm": lambda: ITMHead(config),
         "vqa": lambda: VQAHead(config, num_answers),
         "nlvr2": lambda: NLVR2Head(config),
+        "words": lambda: WordsHead(cnn_channels, config.vocab_size, config.initializer_range),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

@@ -85,7 +85,9 @@ class PixelBert(nn.Module):
         self.visual = PixelEmbedding(channels, bert_cfg.hidden_size, config, bert_cfg.layer_norm_eps)
         init_bert_weights(self.visual, bert_cfg.initializer_range)
         nn.init.normal_(self.visual.semantic, std=bert_cfg.initializer_range)
-        self.heads = build_heads(list(config.heads), bert_cfg, self.bert.embeddings.word_embeddings, config.num_answers)
+        self.heads = build_heads(
+            list(config.heads), bert_cfg, self.bert.embeddings.word_embeddings, config.num_answers, channels
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -213,6 +215,18 @@ class PixelBert(nn.Module):
             return out.cls
         weights = out.attention_mask.unsqueeze(-1).to(out.hidden.dtype)
         return (out.hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+    def image_words_logits(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(I, V) from the CNN alone: its feature map averaged over each image's valid cells."""
+        sizes = None
+        if pixel_mask is not None and not bool(pixel_mask.all()):
+            sizes = valid_sizes(pixel_mask)
+        features, sizes = self.backbone(images, sizes)  # zero outside sizes
+        if sizes is None:
+            pooled = features.mean((2, 3))
+        else:
+            pooled = features.sum((2, 3)) / sizes.prod(1, keepdim=True).clamp_min(1).to(features.dtype)
+        return self._head("words")(pooled)
 
     def itm_logits(self, out: PixelBertOutput) -> torch.Tensor:
         """(B, 2) image-text match logits (class 1 = match)."""

@@ -1,4 +1,4 @@
-"""One module per task (pretrain, vqa, nlvr2, retrieval), one interface: tasks.base.Task.
+"""One module per task (visual_words, pretrain, vqa, nlvr2, retrieval), one interface: tasks.base.Task.
 
 ``build_task(config)`` is the one way launchers turn ``train.task`` into a task object;
 ``TASK_HEADS`` says which model heads a task trains, so fine-tuning can load a pre-trained
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pixelbert.config import Config, ConfigError
 
-__all__ = ["TASKS", "TASK_HEADS", "FINETUNE_TASKS", "RETRIEVAL_HARD_NEGATIVES", "build_task", "check_task"]
+__all__ = ["TASKS", "PRETRAIN_TASKS", "TASK_HEADS", "FINETUNE_TASKS", "RETRIEVAL_HARD_NEGATIVES", "build_task", "check_task"]
 
-TASKS = ("pretrain", "vqa", "nlvr2", "retrieval")
+TASKS = ("visual_words", "pretrain", "vqa", "nlvr2", "retrieval")
+# What launcher/pretrain.py runs: the CNN stage (stand-in for ImageNet weights) and Pixel-BERT's.
+PRETRAIN_TASKS = ("visual_words", "pretrain")
 FINETUNE_TASKS = ("vqa", "nlvr2", "retrieval")
 # Retrieval scores pairs with the ITM head, as pre-training trained it.
-TASK_HEADS = {"pretrain": ["mlm", "itm"], "vqa": ["vqa"], "nlvr2": ["nlvr2"], "retrieval": ["itm"]}
+TASK_HEADS = {"visual_words": ["words"], "pretrain": ["mlm", "itm"], "vqa": ["vqa"], "nlvr2": ["nlvr2"], "retrieval": ["itm"]}
 # Hardest negatives in the retrieval softmax (the paper's 5 of 20).
 RETRIEVAL_HARD_NEGATIVES = 5
 
@@ -29,6 +31,10 @@ def check_task(name: str, allowed: tuple[str, ...] = TASKS) -> str:
 def build_task(config: Config):
     """The task object for ``config.train.task``; imports only the module it needs."""
     name = check_task(config.train.task)
+    if name == "visual_words":
+        from pixelbert.tasks.visual_words import VisualWordsTask
+
+        return VisualWordsTask.from_config(config)
     if name == "pretrain":
         from pixelbert.tasks.pretrain import PretrainTask
 
