@@ -5,6 +5,8 @@
     python benchmarks/easyvqa_probe.py --questions shape colour --detach colour   # colour rows: no CNN gradient
     python benchmarks/easyvqa_probe.py --questions shape colour --first-only 150   # shape first, then both
     python benchmarks/easyvqa_probe.py --head trunk                 # linear probe on the CNN alone
+    python benchmarks/easyvqa_probe.py --questions shape colour --steps 700 --trunk-first 400 --freeze-bn
+                                    # the CNN stage first (trunk head), then the model head, BN frozen
 
 Why it exists: the easy-VQA run (README) learns colour but never shape. This trains the model of
 ``configs/finetune/easyvqa.json`` (MiniLM + a random CNN, no pre-training) on the package's train

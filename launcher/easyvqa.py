@@ -149,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: mlm_itm; --ablation: all)")
     p.add_argument("--out", type=Path, help="output folder (default runs/easyvqa/result or runs/easyvqa/ablation)")
     p.add_argument("--subset", type=float, help="fraction of training questions (default 1.0; --ablation 0.1)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 24 images (default 600; --ablation 150)")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 24 images (default 500; --ablation 150)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default: the config's; --ablation 5)")
     p.add_argument("--cnn-steps", type=int, default=None,
-                   help="CNN-stage steps of 64 images (default 300, --ablation too; 0: none, a random trunk)")
+                   help="CNN-stage steps of 64 images (default 400, --ablation too; 0: none, a random trunk)")
     p.add_argument("--cnn-config", default="configs/tiny_cnn.json")
     p.add_argument("--pretrain-config", default="configs/tiny.json")
     p.add_argument("--finetune-config", default="configs/finetune/easyvqa.json")
@@ -164,14 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     args.arms = args.arms or (list(ARMS) if ablation else ["mlm_itm"])
     args.out = args.out or Path("runs/easyvqa") / ("ablation" if ablation else "result")
     args.subset = args.subset if args.subset is not None else (0.1 if ablation else 1.0)
-    args.cnn_steps = 300 if args.cnn_steps is None else args.cnn_steps
-    args.pretrain_steps = args.pretrain_steps or (150 if ablation else 600)
+    args.cnn_steps = 400 if args.cnn_steps is None else args.cnn_steps
+    args.pretrain_steps = args.pretrain_steps or (150 if ablation else 500)
     args.finetune_epochs = args.finetune_epochs or (5 if ablation else None)
     if ablation:  # one val score at the end of each arm: the table compares end points
         args.finetune_set = ["train.eval_every=1000000", *args.finetune_set]
     if not 0.0 < args.subset <= 1.0:
         p.error("--subset must be in (0, 1]")
     args.out = args.out.resolve()
+    used = [d for d in [args.out / "cnn", *(args.out / a for a in args.arms)] if d.is_dir() and any(d.iterdir())]
+    if used:  # stale checkpoints and eval files would mix with the new run's: never overwrite them
+        p.error(f"{used[0]} already holds a run; choose another --out")
     trunk, cnn_s = run_cnn_stage(args.out / "cnn", args)
     summaries = [run_arm(arm, args.out / arm, args, trunk, cnn_s) for arm in args.arms]
     if len(summaries) > 1:

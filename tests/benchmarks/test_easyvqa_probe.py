@@ -32,8 +32,10 @@ def test_labels_are_the_packages_answers_for_the_same_image():
         assert got <= answers[ids[row]]
 
 
-def test_a_short_run_reports_test_accuracy_for_every_question(capsys):
-    probe.main(["--questions", "shape", "colour", "--detach", "colour", "--steps", "2", "--batch", "4"])
+@pytest.mark.parametrize("flags", [["--detach", "colour", "--steps", "2"],
+                                   ["--trunk-first", "1", "--freeze-bn", "--lr-visual", "0.001", "--steps", "2"]])
+def test_a_short_run_reports_test_accuracy_for_every_question(capsys, flags):
+    probe.main(["--questions", "shape", "colour", "--batch", "4", *flags])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step 2 ")]
     found = re.search(r"\{'shape': ([0-9.]+), 'colour': ([0-9.]+)\}", lines[-1])
     assert found and all(0.0 <= float(v) <= 1.0 for v in found.groups())

@@ -83,6 +83,26 @@ def test_frozen_bn_uses_frozen_batchnorm_with_the_loaded_statistics(tmp_path):
     assert torch.equal(trunk.bn1.running_mean, before)
 
 
+def test_the_trunk_of_a_pixelbert_export_loads_as_backbone_weights(tmp_path):
+    """The CNN stage's export (backbone.* beside bert.* and heads.*) takes ImageNet weights' place."""
+    from model_helpers import tiny_model_config
+    from pixelbert import build_model
+
+    torch.manual_seed(2)
+    model = build_model(tiny_model_config(heads=["words"], extra_pool=False, feature_stage=3))
+    with torch.no_grad():
+        model.backbone.bn1.running_var.uniform_(0.5, 2)
+    model.save_pretrained(tmp_path / "cnn")
+    weights = str(tmp_path / "cnn" / "model.safetensors")
+    trunk, _ = build_backbone(cfg(backbone="resnet18", feature_stage=3, frozen_bn=True, backbone_weights=weights))
+    for name, value in model.backbone.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(trunk.state_dict()[name], value), name
+    # A trunk the export does not hold (a later stage) is an error naming the file, not a partial load.
+    with pytest.raises(ValueError, match=r"model\.safetensors.*missing.*layer4"):
+        build_backbone(cfg(backbone="resnet18", feature_stage=4, backbone_weights=weights))
+
+
 def test_a_checkpoint_of_another_architecture_fails_naming_the_file(tmp_path):
     state = imagenet_like_state(tmp_path)
     state["layer1.0.conv3.weight"] = torch.zeros(1)
