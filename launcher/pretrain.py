@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rank == 0:
         export = export_pretrained(out / "checkpoints", out / "export")
-        shown = ["mlm_acc", "itm_acc"] if config.train.task == "pretrain" else ["words_top1", "words_rprec"]
+        shown = task.summary_metrics
         m, v = result.metrics, result.evaluation
         line = f"done: step {result.step}; train (last log window) " + \
             " ".join(f"{k} {m.get('train/' + k, float('nan')):.3f}" for k in shown)

@@ -111,12 +111,16 @@ class PixelBert(nn.Module):
         Random pixel sampling (model.pixel_samples per image) only when sample_pixels is set
         and the model is in training mode; evaluation and fine-tuning see every pixel.
         """
+        features, sizes = self._trunk(images, pixel_mask)
+        k = self.config.pixel_samples if (sample_pixels and self.training) else None
+        return self.visual(features, sizes, k, generator)
+
+    def _trunk(self, images: torch.Tensor, pixel_mask: torch.Tensor | None):
+        """CNN features and their valid sizes (None when nothing is padded)."""
         sizes = None
         if pixel_mask is not None and not bool(pixel_mask.all()):
             sizes = valid_sizes(pixel_mask)
-        features, sizes = self.backbone(images, sizes)
-        k = self.config.pixel_samples if (sample_pixels and self.training) else None
-        return self.visual(features, sizes, k, generator)
+        return self.backbone(images, sizes)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Text only: (B, L) ids -> (B, L, D), the same as BertModel's last_hidden_state."""
@@ -218,10 +222,7 @@ class PixelBert(nn.Module):
 
     def image_words_logits(self, images: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(I, V) from the CNN alone: its feature map averaged over each image's valid cells."""
-        sizes = None
-        if pixel_mask is not None and not bool(pixel_mask.all()):
-            sizes = valid_sizes(pixel_mask)
-        features, sizes = self.backbone(images, sizes)  # zero outside sizes
+        features, sizes = self._trunk(images, pixel_mask)  # zero outside sizes
         if sizes is None:
             pooled = features.mean((2, 3))
         else:

@@ -27,6 +27,7 @@ class PretrainTask:
     ``tokens``: tokens the encoder attended to (text + sampled pixels), for throughput."""
 
     name = "pretrain"
+    summary_metrics = ("mlm_acc", "itm_acc")  # what the launcher's last line reports
 
     def __init__(self, mlm_weight: float = 1.0, itm_weight: float = 1.0, sample_pixels: bool = True):
         self.mlm_weight = mlm_weight

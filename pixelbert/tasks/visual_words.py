@@ -55,6 +55,7 @@ class VisualWordsTask:
     ``words_rprec`` (R-precision: of the caption's R words, the share among the top R)."""
 
     name = "visual_words"
+    summary_metrics = ("words_top1", "words_rprec")  # what the launcher's last line reports
 
     def __init__(self, vocab_size: int, special_ids: list[int]):
         self.vocab_size = vocab_size
