@@ -22,10 +22,9 @@ from __future__ import annotations
 import torch
 
 from pixelbert.batch import Batch
+from pixelbert.tasks.pretrain import IGNORE
 
 __all__ = ["VisualWordsTask", "caption_word_targets"]
-
-IGNORE = -100
 
 
 def caption_word_targets(batch: Batch, vocab_size: int, special_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +82,8 @@ class VisualWordsTask:
             hit = targets > 0
             top1 = hit.gather(1, logits.argmax(1, keepdim=True)).float().mean()
             count = hit.sum(1)
-            order = logits.argsort(1, descending=True)
+            # Only the top max(R) ranks matter: topk, not a sort of the whole vocabulary per row.
+            order = logits.topk(int(count.max()), dim=1).indices
             ranked_hits = hit.gather(1, order).float().cumsum(1)  # hits among the top k, for every k
             rprec = (ranked_hits.gather(1, (count - 1).unsqueeze(1)).squeeze(1) / count).mean()
         return loss, {"words_loss": loss.detach(), "words_top1": top1, "words_rprec": rprec}
