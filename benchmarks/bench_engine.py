@@ -33,14 +33,14 @@ def run(ctx: harness.Context) -> dict:
 
     plain_model = workload.clone(base)
     plain_opt = workload.plain_optimizer(plain_model, cfg, ctx.on_gpu)
-    plain_batch = workload.to_device(cpu_batch, ctx.device, torch.float32)
+    plain_batch = cpu_batch.to(ctx.device, torch.float32)
     variants["plain"] = workload.plain_step_fn(plain_model, task, plain_batch, plain_opt, cfg.train.grad_clip,
                                                torch.bfloat16 if ctx.on_gpu else None)
     stages = [0, 1, 2, 3]
     for zero in stages:
         try:
             engine, hw = workload.make_engine(workload.clone(base), cfg, zero)
-            batch = workload.to_device(cpu_batch, hw.device, hw.dtype)
+            batch = cpu_batch.to(hw.device, hw.dtype)
             fn = workload.engine_step_fn(engine, task, batch)
             fn()  # fail here, not inside the timed loop
             variants[f"zero{zero}"] = fn

@@ -59,7 +59,7 @@ def measure(ctx: harness.Context, case: dict) -> dict:
     model, _ = workload.build(cfg, ctx.device, ctx.dtype)
     model.eval()
     b = workload.synthetic_batch(cfg, case["images"], captions_per_image=case["captions"])
-    b = workload.to_device(b, ctx.device, ctx.dtype)
+    b = b.to(ctx.device, ctx.dtype)
     rows, chunk = b.input_ids.shape[0], case["chunk"]
     index = b.row_images()
 

@@ -97,7 +97,7 @@ def step_share(ctx: harness.Context) -> dict:
     try:
         cfg = workload.bench_config(name, toy=ctx.toy)
         model, task = workload.build(cfg, ctx.device, torch.float32)
-        batch = workload.to_device(workload.synthetic_batch(cfg), ctx.device, torch.float32)
+        batch = workload.synthetic_batch(cfg).to(ctx.device, torch.float32)
     except Exception as e:  # noqa: BLE001 - report, do not hide the sampler numbers
         return {"error": f"{type(e).__name__}: {e}"}
     with torch.no_grad():

@@ -12,6 +12,7 @@ import gc
 import torch
 
 from benchmarks import harness, workload
+from pixelbert.engine.trainer import zero_stage
 
 METHOD = (
     "DeepSpeed engine step (pixelbert's deepspeed_config + SplitOptimizer, the config's ZeRO stage) on a fixed "
@@ -47,11 +48,11 @@ def _measure_at(ctx, cfg, name, micro, peak) -> dict:
     cpu_batch = workload.synthetic_batch(cfg, micro)
     flops = workload.flops_per_step(model, cpu_batch.to(ctx.device), cfg)
     # Cross-check of the formula: FlopCounterMode over a real fwd+bwd of a 2-image slice (fp32, cheap).
-    small = workload.to_device(workload.synthetic_batch(cfg, 2), ctx.device, torch.float32)
+    small = workload.synthetic_batch(cfg, 2).to(ctx.device, torch.float32)
     check = {"counted": workload.counted_flops(model, task, small),
              "formula": workload.flops_per_step(model, small, cfg)["total"]}
-    engine, hw = workload.make_engine(model, cfg, workload.zero_stage(cfg))
-    batch = workload.to_device(cpu_batch, hw.device, hw.dtype)
+    engine, hw = workload.make_engine(model, cfg, zero_stage(cfg))
+    batch = cpu_batch.to(hw.device, hw.dtype)
     step = workload.engine_step_fn(engine, task, batch)
     with torch.no_grad():
         _, metrics = task.loss(engine, batch)
@@ -66,7 +67,7 @@ def _measure_at(ctx, cfg, name, micro, peak) -> dict:
     if ctx.on_gpu:
         torch.cuda.empty_cache()
     return {"config": name + (" (toy)" if ctx.toy else ""), "micro_batch": micro,
-            "zero_stage": workload.zero_stage(cfg), "precision": hw.precision,
+            "zero_stage": zero_stage(cfg), "precision": hw.precision,
             "image_hw": list(batch.images.shape[-2:]), "step_s": t, "iqr_rel": harness.spread(timing, "step"),
             "samples_per_s": micro / t, "tokens_per_s": tokens / t, "flops_per_step": flops, "achieved_flops_per_s": achieved,
             "mfu": mfu, "peak_memory_bytes": mem, "flops_check_2_images": check, "timing": timing}

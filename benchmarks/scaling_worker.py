@@ -22,13 +22,14 @@ def measure(config: str, toy: bool, steps: int, warmup: int) -> dict:
     import torch.distributed as dist
 
     from benchmarks import workload
+    from pixelbert.engine.trainer import zero_stage
 
     cfg = workload.bench_config(config, toy=toy)
     model, task = workload.build(cfg, torch.device("cpu"), torch.float32)
-    engine, hw = workload.make_engine(model, cfg, workload.zero_stage(cfg))
+    engine, hw = workload.make_engine(model, cfg, zero_stage(cfg))
     sync = torch.cuda.synchronize if hw.on_gpu else (lambda: None)
     world, rank = dist.get_world_size(), dist.get_rank()
-    batch = workload.to_device(workload.synthetic_batch(cfg, seed=rank), hw.device, hw.dtype)
+    batch = workload.synthetic_batch(cfg, seed=rank).to(hw.device, hw.dtype)
     step = workload.engine_step_fn(engine, task, batch)
     for _ in range(warmup):
         step()
@@ -42,7 +43,7 @@ def measure(config: str, toy: bool, steps: int, warmup: int) -> dict:
     seconds = time.perf_counter() - t0
     samples = cfg.data.micro_batch_size * world * steps
     return {"world_size": world, "steps": steps, "seconds": seconds, "samples_per_s": samples / seconds,
-            "threads_per_rank": torch.get_num_threads(), "zero_stage": workload.zero_stage(cfg),
+            "threads_per_rank": torch.get_num_threads(), "zero_stage": zero_stage(cfg),
             "precision": hw.precision, "micro_batch": cfg.data.micro_batch_size}
 
 

@@ -9,16 +9,14 @@ as a batch of COCO-like landscape images is), captions of ``max_text_len`` with 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from pixelbert.batch import Batch
+from pixelbert.batch import IGNORE_INDEX, Batch
 from pixelbert.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-IGNORE = -100
 
 # The smallest model that still runs every path: for --toy and the schema test.
 TOY_OVERRIDES = [
@@ -58,7 +56,7 @@ def synthetic_batch(cfg: Config, batch_size: int | None = None, seed: int = 0, *
     rows, length = n * captions_per_image, cfg.data.max_text_len
     input_ids = torch.zeros(rows, length, dtype=torch.long)
     attention_mask = torch.zeros(rows, length, dtype=torch.long)
-    mlm_labels = torch.full((rows, length), IGNORE, dtype=torch.long)
+    mlm_labels = torch.full((rows, length), IGNORE_INDEX, dtype=torch.long)
     for r in range(rows):
         k = int(torch.randint(max(3, length // 2), length + 1, (1,), generator=g))
         input_ids[r, :k] = torch.randint(1000, vocab, (k,), generator=g)
@@ -73,12 +71,6 @@ def synthetic_batch(cfg: Config, batch_size: int | None = None, seed: int = 0, *
     image_index = torch.arange(rows) // captions_per_image if captions_per_image > 1 else None
     return Batch(images=images, pixel_mask=pixel_mask, input_ids=input_ids, attention_mask=attention_mask,
                  image_index=image_index, mlm_labels=mlm_labels, itm_labels=itm)
-
-
-def to_device(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
-    """As the trainer does: tensors to the device, images in the compute dtype."""
-    batch = batch.to(device)
-    return dataclasses.replace(batch, images=batch.images.to(dtype))
 
 
 def build(cfg: Config, device: torch.device, dtype: torch.dtype, seed: int = 0):
@@ -115,12 +107,12 @@ def flops_per_step(model, batch: Batch, cfg: Config) -> dict:
         cnn_fwd = counter.get_total_flops()
         h, w = features.shape[-2:]
         cells = (-(-h // 2)) * (-(-w // 2)) if model.visual.pool is not None else h * w
-    k = min(model.config.pixel_samples, cells)
+    k = min(model.config.pixel_samples, cells) if model.config.pixel_sampling else cells
     S = L + k
     D, layers = bert.hidden_size, bert.num_hidden_layers
     enc_params = sum(p.numel() for p in model.bert.encoder.parameters())
     proj_params = sum(p.numel() for p in model.visual.proj.parameters())
-    masked = int((batch.mlm_labels != IGNORE).sum()) if batch.mlm_labels is not None else 0
+    masked = int((batch.mlm_labels != IGNORE_INDEX).sum()) if batch.mlm_labels is not None else 0
     mlm_params = 0
     if "mlm" in model.heads:
         head = model.heads["mlm"]
@@ -186,12 +178,12 @@ def engine_step_fn(engine, task, batch: Batch):
 
 
 def make_engine(model, cfg: Config, zero: int):
-    """DeepSpeed engine as pixelbert's trainer builds it, at ZeRO stage ``zero``, one micro-batch per step."""
-    import deepspeed
+    """DeepSpeed engine as pixelbert's trainer builds it (``build_engine``), at ZeRO stage ``zero``,
+    one micro-batch per step."""
+    import torch.distributed as dist
 
     from pixelbert.engine.hardware import detect_hardware, init_distributed
-    from pixelbert.engine.optim import build_optimizer
-    from pixelbert.engine.trainer import deepspeed_config, plan_batch
+    from pixelbert.engine.trainer import build_engine, plan_batch
 
     cfg = copy.deepcopy(cfg)
     cfg.train.global_batch_size = None
@@ -199,12 +191,7 @@ def make_engine(model, cfg: Config, zero: int):
     cfg.deepspeed = {**cfg.deepspeed, "zero_optimization": {**cfg.deepspeed.get("zero_optimization", {}), "stage": zero}}
     hw = detect_hardware(cfg)
     init_distributed(hw)
-    import torch.distributed as dist
-
-    plan = plan_batch(cfg, dist.get_world_size())
-    clip = cfg.train.grad_clip if (zero == 0 and hw.precision == "fp32") else None
-    optimizer = build_optimizer(model, model.backbone, cfg.train, adamw_impl=hw.optimizer_impl, max_grad_norm=clip)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, hw, plan))
+    engine, _, _ = build_engine(model, cfg, hw, plan_batch(cfg, dist.get_world_size()), steps_per_epoch=1)
     return engine, hw
 
 
@@ -212,9 +199,5 @@ def plain_optimizer(model, cfg: Config, on_gpu: bool):
     """The same SplitOptimizer the engine gets (SGD for the CNN, AdamW for the rest), clipping itself."""
     from pixelbert.engine.optim import build_optimizer
 
-    return build_optimizer(model, model.backbone, cfg.train, adamw_impl="fused" if on_gpu else "torch",
+    return build_optimizer(model, cfg.train, adamw_impl="fused" if on_gpu else "torch",
                            max_grad_norm=cfg.train.grad_clip)
-
-
-def zero_stage(cfg: Config) -> int:
-    return int(cfg.deepspeed.get("zero_optimization", {}).get("stage", 0))

@@ -5,9 +5,14 @@
 NAME: coco, coco_karpathy, flickr30k, vg, vqa, nlvr2, easyvqa (easyvqa needs no --root).
 Every image is decoded once here (PIL) and rejected, by kind, if it is corrupt, truncated,
 larger than ``--max-image-pixels`` or missing; records without any text are rejected as
-``empty_text``. The counts go to ``manifest.json``. The same inputs and options give
-byte-identical shards, however many ``--workers`` write them: records are ordered by a
-fixed seed, each shard is written by one process, tar headers carry no time or owner.
+``empty_text``; the readers skip bad annotations (see ``data_pipeline.formats``). The counts
+go to ``manifest.json``. The same inputs and options give byte-identical shards, however many
+``--workers`` write them: records are ordered by a fixed seed, each shard is written by one
+process, tar headers carry no time or owner.
+
+``--out`` is only ever replaced when it is an earlier build (its manifest lists every file in
+it); a new or empty folder is written into; anything else is refused, so a mistyped ``--out``
+(the dataset folder itself, a home directory) never loses a file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -28,7 +34,7 @@ from tqdm import tqdm
 from data_pipeline.formats import Source, get_reader
 from data_pipeline.images import encode_for_shard
 from data_pipeline.records import BadSample, DataError, parse_record, units_per_sample
-from data_pipeline.shards import FORMAT, MANIFEST, image_slots, sha256_file, write_index, write_tar
+from data_pipeline.shards import FORMAT, MANIFEST, image_slots, load_manifest, sha256_file, write_index, write_tar
 
 __all__ = ["build_shards", "main"]
 
@@ -90,6 +96,58 @@ def _file_info(path: Path, root: Path | None) -> dict:
     return {"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def _check_out(out: Path) -> None:
+    """Raise DataError unless ``out`` is new, an empty folder, or an earlier build: a folder
+    whose manifest lists every file in it (so replacing it loses nothing of anyone else's)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder; give a new or empty folder")
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return
+    try:
+        manifest = load_manifest(out)
+        shards = [sh for split in manifest["splits"].values() for sh in split["shards"]]
+        own = {MANIFEST} | {sh[k] for sh in shards for k in ("tar", "index")}
+    except (DataError, KeyError, TypeError, AttributeError):
+        own = set()
+    if not own or names - own:
+        other = sorted(names - own)
+        raise DataError(f"--out {out}: holds files that are not shards of an earlier build ({', '.join(other[:3])}"
+                        f"{', ...' if len(other) > 3 else ''}); give a new or empty folder")
+
+
+def _scratch(out: Path, what: str) -> Path:
+    """A hidden sibling of ``out`` for this process: the build in progress, or the replaced build."""
+    return out.parent / f".{out.name}.{what}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the scratch folders of builds of ``out`` on this machine whose process is gone
+    (killed builds); those of running builds, and of other machines sharing the disk, stay.
+    Names without a machine are those of builds before the machine was part of the name."""
+    host = re.escape(socket.gethostname())
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:building|old)-(?:{host}-)?(\d+)")
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and not _running(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process does not count)."""
+    if pid == os.getpid():  # a folder of ours at the start of a build is a leftover
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _publish(tmp: Path, out: Path, replace: bool) -> None:
     """Move the finished build into place. ``replace=False``: if another process published
     first, keep theirs (builds are deterministic, so both are the same) -- readers of the
@@ -100,7 +158,8 @@ def _publish(tmp: Path, out: Path, replace: bool) -> None:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
         return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    _check_out(out)  # again: files may have appeared in it while the shards were written
+    old = _scratch(out, "old")
     if out.exists():
         out.rename(old)
     tmp.rename(out)
@@ -121,8 +180,9 @@ def _jobs(source: Source, tmp: Path, options: dict) -> tuple[list[dict], dict[st
                 continue
             # Tar member names are "{key}.{ext}": a dot or a slash in the key would split it.
             record = {**record, "key": re.sub(r"[^A-Za-z0-9_-]", "_", record["key"])}
-            if record["key"] in keys:
-                raise DataError(f"{source.dataset}: two samples with the key {record['key']!r}")
+            if record["key"] in keys:  # the same image twice (or ids that differ only in odd characters)
+                rejected[split]["duplicate_id"] = rejected[split].get("duplicate_id", 0) + 1
+                continue
             keys.add(record["key"])
             items.append((record, [str(p) for p in paths]))
         # A fixed shuffle spreads the source order (often sorted by id) over the shards.
@@ -197,7 +257,8 @@ def build_shards(
 
     ``workers``: processes writing shards (default: all CPUs). ``resize_shorter`` /
     ``resize_longer``: optional pre-resize (only ever shrinks). ``replace``: replace an
-    existing ``out`` (else keep an existing build). ``reader_options`` go to the reader
+    earlier build in ``out`` (else keep it); ``out`` holding anything else is a DataError,
+    raised before any work. ``reader_options`` go to the reader
     (``top_answers`` for vqa, ``val_fraction`` for easyvqa, ``exclude_coco_karpathy`` for vg).
     """
     reader = get_reader(dataset)
@@ -212,19 +273,20 @@ def build_shards(
         raise DataError("shard_size and max_image_pixels must be >= 1")
     if resize_longer is not None and resize_shorter is None:
         raise DataError("--resize-longer needs --resize-shorter")
+    out = Path(out)
+    _check_out(out)
     source: Source = reader(root, **reader_options)
     options = {"shard_size": shard_size, "seed": seed, "resize_shorter": resize_shorter,
                "resize_longer": resize_longer, "max_image_pixels": max_image_pixels, **source.options}
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_leftovers(out)
+    tmp = _scratch(out, "building")
     tmp.mkdir()
     try:
         jobs, rejected = _jobs(source, tmp, options)
         results = _run(jobs, workers, progress, f"build {dataset}")
         splits = _splits(jobs, results, rejected, f"{dataset} under {root or 'the easy-vqa package'}")
-        totals: dict[str, int] = {}
+        totals = dict(source.rejected_without_split)
         for split in splits.values():
             for kind, n in split["rejected"].items():
                 totals[kind] = totals.get(kind, 0) + n
@@ -240,11 +302,13 @@ def build_shards(
             "splits": splits,
             "rejected": totals,
         }
+        if source.rejected_without_split:  # records whose split was unusable: in the totals only
+            manifest["rejected_without_split"] = source.rejected_without_split
         _write_manifest(tmp / MANIFEST, manifest)
+        _publish(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _publish(tmp, out, replace)
     return manifest
 
 
@@ -252,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_pipeline.build_shards", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, help="coco, coco_karpathy, flickr30k, vg, vqa, nlvr2, easyvqa")
     p.add_argument("--root", help="folder with the downloaded files (easyvqa: default the installed package)")
-    p.add_argument("--out", required=True, help="output folder (replaced when the build succeeds)")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or an earlier build (replaced when the build succeeds)")
     p.add_argument("--shard-size", type=int, default=1000, help="records (images) per shard")
     p.add_argument("--workers", type=int, default=None, help="processes writing shards (default: all CPUs)")
     p.add_argument("--resize-shorter", type=int, help="pre-resize: shorter side at most this (e.g. 800)")

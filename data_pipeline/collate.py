@@ -31,14 +31,13 @@ import re
 import numpy as np
 import torch
 
-from pixelbert.batch import Batch
+from pixelbert.batch import IGNORE_INDEX, Batch
 from pixelbert.config import DataConfig
 
 from data_pipeline.records import Sample
 
-__all__ = ["Collator", "pad_images", "mask_tokens", "word_heads"]
+__all__ = ["Collator", "pad_images", "mask_tokens"]
 
-IGNORE = -100
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
@@ -62,36 +61,22 @@ def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def word_heads(word_ids: list[list[int | None]]) -> torch.Tensor:
-    """(B, L) position of the first token of each token's word (a token without a word: itself)."""
-    ids = torch.tensor([[-1 if w is None else w for w in row] for row in word_ids], dtype=torch.long)
-    pos = torch.arange(ids.shape[1]).expand_as(ids)
-    prev = torch.cat([torch.full_like(ids[:, :1], -2), ids[:, :-1]], dim=1)
-    starts = (ids != prev) | (ids < 0)  # a new word begins (or a token of no word)
-    return torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=1).values
-
-
 def mask_tokens(
     input_ids: torch.Tensor, special: torch.Tensor, probability: float, mask_id: int,
-    replacement_ids: np.ndarray, rng: np.random.Generator, heads: torch.Tensor | None = None,
+    replacement_ids: np.ndarray, rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: each non-special token (padding counts as special) is chosen with
     ``probability``; chosen -> [MASK] 80%, a random ordinary token 10%, unchanged 10%.
-    ``heads`` (B, L) from ``word_heads``: whole-word masking, a word's pieces are chosen together
-    (so "rec" is never asked with "##tangle" in view). Returns (masked ids, labels (B, L) with
-    -100 where not chosen)."""
+    Returns (masked ids, labels (B, L) with IGNORE_INDEX where not chosen)."""
     shape = tuple(input_ids.shape)
-    draw = torch.from_numpy(rng.random(shape))
-    if heads is not None:
-        draw = draw.gather(1, heads)
-    chosen = (draw < probability) & ~special
+    chosen = (torch.from_numpy(rng.random(shape)) < probability) & ~special
     action = torch.from_numpy(rng.random(shape))
     random_ids = torch.from_numpy(replacement_ids[rng.integers(0, len(replacement_ids), shape)])
     ids = input_ids.clone()
     ids[chosen & (action < 0.8)] = mask_id
     swap = chosen & (action >= 0.8) & (action < 0.9)
     ids[swap] = random_ids[swap]
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     return ids, labels
 
 
@@ -132,10 +117,9 @@ class Collator:
         mlm_labels = None
         if self.task == "pretrain":
             special = enc["special_tokens_mask"].bool() | (attention == 0)
-            heads = word_heads([enc.word_ids(i) for i in range(len(texts))]) if self.data.whole_word_masking else None
             input_ids, mlm_labels = mask_tokens(input_ids, special, self.data.mlm_probability,
-                                                self.tokenizer.mask_token_id, self.replacement_ids, rng, heads)
-            mlm_labels[rows["itm_labels"] == 0] = IGNORE
+                                                self.tokenizer.mask_token_id, self.replacement_ids, rng)
+            mlm_labels[rows["itm_labels"] == 0] = IGNORE_INDEX
         pixels, pixel_mask = pad_images(images)
         meta = {"keys": [s.key for s in samples], "image_ids": [i if isinstance(i, str) else None for i, _ in unique],  # of batch.images
                 "texts": texts, "flipped": flips, **rows.pop("meta", {})}
@@ -147,39 +131,16 @@ class Collator:
     # One method per task: rows of text, the image of every row, task tensors.
 
     @staticmethod
-    def _one_word_apart(caption: str, pool: list[str], rng) -> str | None:
-        """A caption of ``pool`` that differs from ``caption`` in exactly one word, or None.
-
-        The word position is drawn first (uniformly among those some caption differs at), then
-        a caption: each word of the caption is as likely to be the one that is wrong."""
-        words = caption.lower().split()
-        at: dict[int, list[str]] = {}
-        for c in pool:
-            other = c.lower().split()
-            if len(other) == len(words):
-                diff = [k for k, (a, b) in enumerate(zip(words, other)) if a != b]
-                if len(diff) == 1:
-                    at.setdefault(diff[0], []).append(c)
-        if not at:
-            return None
-        options = at[sorted(at)[int(rng.integers(len(at)))]]
-        return options[int(rng.integers(len(options)))]
-
-    def _wrong_caption(self, i, samples, texts_of, rng, caption: str | None = None, tries: int = 8) -> str | None:
+    def _wrong_caption(i, samples, texts_of, rng, tries: int = 8) -> str | None:
         """A caption of another image of the batch that is not one of image i's own captions.
 
-        ``itm_hard_negatives`` (pre-training): one a word apart from ``caption`` when the batch has one. Else a
-        few random draws first (cheap, and the answer almost always); then, so that a
+        A few random draws first (cheap, and the answer almost always); then, so that a
         negative is never missed when one exists, a scan of the whole batch."""
         own, ids = set(texts_of[i]), set(samples[i].image_ids)
 
         def usable(j):
             return [c for c in texts_of[j] if c not in own] if j != i and not ids & set(samples[j].image_ids) else []
 
-        if caption is not None and self.data.itm_hard_negatives:
-            hard = self._one_word_apart(caption, [c for j in range(len(samples)) for c in usable(j)], rng)
-            if hard is not None:
-                return hard
         for _ in range(tries):
             pool = usable(int(rng.integers(len(samples))))
             if pool:
@@ -195,7 +156,7 @@ class Collator:
         for i in range(len(samples)):
             wrong = None
             if rng.random() < self.data.itm_negative_probability:
-                wrong = self._wrong_caption(i, samples, texts_of, rng, captions[i])
+                wrong = self._wrong_caption(i, samples, texts_of, rng)
             if wrong is not None:
                 captions[i] = wrong
             itm.append(int(wrong is None))
@@ -209,7 +170,7 @@ class Collator:
             texts.append(own[int(rng.integers(len(own)))] if self.train else own[0])
             image_index.append(i)
             itm.append(1)
-            wrong = self._wrong_caption(i, samples, texts_of, rng, texts[-1])
+            wrong = self._wrong_caption(i, samples, texts_of, rng)
             if wrong is not None:
                 texts.append(wrong)
                 image_index.append(i)

@@ -2,7 +2,13 @@
 
 ``target_size`` reproduces DALI's ``fn.resize(resize_shorter=S, max_size=L)`` output size
 exactly (checked against DALI in the tests), so the torch backend makes tensors of the
-same shape as the DALI backend and padded batches line up.
+same shape as the DALI backend and padded batches line up. Neither rounds a side down to
+zero pixels, so an image of any aspect ratio (4000 x 1) keeps at least one feature cell.
+
+Every PIL mode decodes to the 8-bit RGB it shows: 16-bit grey is scaled (as DALI scales
+16-bit PNGs), palettes are looked up, alpha is dropped (as DALI drops it), CMYK and 1-bit
+are converted; floating-point images, which have no defined 8-bit scale, are ``corrupt``.
+The builder stores only plain 8-bit RGB or grey files as they come (see ``encode_for_shard``).
 """
 
 from __future__ import annotations
@@ -49,23 +55,43 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         try:
             im.load()
             im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
+            return _to_rgb(im)
+        except BadSample:
+            raise
         except Image.DecompressionBombError:
             raise BadSample("too_large", "PIL decompression bomb limit") from None
         except Exception as e:
             raise BadSample("corrupt", f"undecodable image ({type(e).__name__}: {e})") from None
 
 
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """A decoded image of any mode -> 8-bit RGB, scaled rather than clipped."""
+    if im.mode.startswith("I"):  # 16-bit grey ("I;16*"; "I" from older PNG readers and TIFF)
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise BadSample("corrupt", f"mode {im.mode} values outside 0..65535: no defined 8-bit scale")
+        # round(v * 255 / 65535), as DALI converts 16-bit PNGs
+        grey = ((a.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "F":
+        raise BadSample("corrupt", "floating-point image: no defined 8-bit scale")
+    if im.mode in ("P", "PA"):  # palette transparency becomes alpha (then dropped), without PIL's warning
+        im = im.convert("RGBA")
+    elif im.mode == "La":  # premultiplied alpha: PIL reaches RGB from it only by way of LA
+        im = im.convert("LA")
+    return im.convert("RGB")
+
+
 def target_size(h: int, w: int, shorter: int, longer: int) -> tuple[int, int]:
     """(h, w) after resizing so the shorter side is ``shorter`` and the longer at most ``longer``.
 
-    Same arithmetic as DALI's resize (round half up on the computed side).
+    Same arithmetic as DALI's resize (round half up on the computed side, at least one pixel).
     """
     short, long = min(h, w), max(h, w)
     new_short, new_long = float(shorter), shorter * long / short
     if new_long > longer:
         new_short, new_long = longer * short / long, float(longer)
-    new_short, new_long = math.floor(new_short + 0.5), math.floor(new_long + 0.5)
+    new_short, new_long = max(1, math.floor(new_short + 0.5)), max(1, math.floor(new_long + 0.5))
     return (new_short, new_long) if h <= w else (new_long, new_short)
 
 
@@ -89,14 +115,18 @@ def encode_for_shard(
 ) -> tuple[bytes, str, tuple[int, int]]:
     """Validate one source image and return (bytes to store, extension, (w, h) stored).
 
-    The original bytes are kept when they are a plain RGB/grey JPEG or a PNG and no
-    pre-resize applies; otherwise the image is re-encoded (JPEG quality 95 when it came as
-    JPEG, else PNG), which also bakes in the EXIF orientation.
+    The original bytes are kept when they are a plain 8-bit RGB/grey JPEG or PNG (no palette,
+    alpha, transparency or 16-bit samples, which DALI and PIL could read differently) and no
+    pre-resize applies; otherwise the image is re-encoded from ``decode_image``'s RGB (JPEG
+    quality 95 when it came as JPEG, else PNG), which also bakes in the EXIF orientation.
     """
     rgb = decode_image(data, max_pixels)  # raises BadSample for corrupt / too large
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = Image.open(io.BytesIO(data))  # passed decode_image: only the header is read again
+    # 8 bits a sample (the tile's raw mode is the mode), read before getexif() loads the pixels
+    plain = im.mode in ("RGB", "L") and "transparency" not in im.info and (
+        im.format == "JPEG" or (im.format == "PNG" and all(t.args == im.mode for t in im.tile)))
     w, h = rgb.size
     size = (w, h)
     if shorter is not None:
@@ -105,11 +135,7 @@ def encode_for_shard(
             rgb = rgb.resize((tw, th), Image.BICUBIC, reducing_gap=None)
             size = (tw, th)
     oriented = im.getexif().get(0x0112, 1) != 1
-    keep = size == (w, h) and not oriented and (
-        (im.format == "JPEG" and im.mode in ("RGB", "L"))
-        or (im.format == "PNG" and im.mode in ("RGB", "L", "RGBA", "P", "LA"))
-    )
-    if keep:
+    if size == (w, h) and not oriented and plain:
         return data, "jpg" if im.format == "JPEG" else "png", size
     buf = io.BytesIO()
     if im.format == "JPEG":

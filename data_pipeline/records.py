@@ -25,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "BAD_KINDS",
+    "BUILD_KINDS",
     "BadSample",
     "DataError",
     "Sample",
@@ -34,8 +35,13 @@ __all__ = [
     "units_per_sample",
 ]
 
-# Kinds of bad data a loader skips and counts. The builder also rejects "missing_image".
+# Kinds of bad data a loader skips and counts.
 BAD_KINDS = ("corrupt", "too_large", "bad_record", "empty_text")
+
+# What only the readers and the builder reject on top of those: an image that is not there, a path
+# in an annotation file that leads outside the dataset folder, an id seen before (the first one is
+# kept), a Visual Genome image among the COCO evaluation images.
+BUILD_KINDS = ("missing_image", "bad_path", "duplicate_id", "coco_overlap")
 
 # Which record field a task reads; it also names the per-sample unit counts in the manifest.
 TASK_FIELD = {"pretrain": "captions", "retrieval": "captions", "vqa": "questions", "nlvr2": "sentence"}
@@ -46,7 +52,7 @@ class DataError(RuntimeError):
 
 
 class BadSample(Exception):
-    """One sample that cannot be used; ``kind`` is one of BAD_KINDS (or ``missing_image``)."""
+    """One sample (or one annotation of it) that cannot be used; ``kind``: one of BAD_KINDS or BUILD_KINDS."""
 
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(f"{kind}: {detail}" if detail else kind)

@@ -3,144 +3,22 @@
     python launcher/easyvqa.py                       # the result: writes runs/easyvqa/result/
     python launcher/easyvqa.py --ablation            # the paper's ablation, small: runs/easyvqa/ablation/
 
-Each run is the documented launchers in sequence, as separate processes (what a user would
-type): ``launcher/pretrain.py`` on ``configs/tiny_cnn.json`` (the CNN stage, task
-``visual_words``: the trunk learns to name the caption words from the image alone, standing in
-for the ImageNet weights the paper starts from; every arm gets it), then on
-``configs/tiny.json`` with that trunk as ``model.backbone_weights`` (skipped by the
-``no_pretrain`` arm), BatchNorm frozen from then on (``model.frozen_bn``), then
-``launcher/finetune.py --task vqa`` on ``configs/finetune/easyvqa.json`` scoring the ``val``
-split (the last 10% of the package's train images) after every epoch, then
-``launcher/evaluate.py --split test`` once, at the end: the test split chooses nothing.
-
-Arms (``--arms``; the ablation runs all of them with the same budgets, on
-``--subset`` of the training questions):
-  no_pretrain       fine-tune from BERT (MiniLM) + the CNN stage's trunk
-  mlm               pre-train with MLM only (no ITM loss, no negatives)
-  mlm_itm           MLM + ITM, random pixel sampling on (the paper's recipe)
-  mlm_itm_nosample  MLM + ITM, every pixel a token in pre-training
-
-Writes per arm ``<out>/<arm>/summary.json`` (wall times of each stage, the val curve against
-time, the test accuracy) and, for several arms, ``<out>/table.md``; ``<out>/curve.png`` plots
-val accuracy against the run's wall-clock minutes.
+Runs launcher/pretrain.py (the CNN stage, then pre-training), launcher/finetune.py and, once at
+the end, launcher/evaluate.py --split test, as separate processes; the stages, arms and outputs
+are described in ``pixelbert.recipes.easyvqa``. Exit 2: bad arguments or an --out that holds a
+run; 1: a stage failed (its log is named).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(ROOT))
-ARMS = {
-    "no_pretrain": None,
-    "mlm": ["train.itm_weight=0", "data.itm_paired_negatives=false", "data.itm_negative_probability=0"],
-    "mlm_itm": [],
-    "mlm_itm_nosample": ["model.pixel_samples=100000"],  # more than any image has: every pixel kept
-}
+from pixelbert.config import ConfigError
+from pixelbert.recipes.easyvqa import ARMS, StudyError, StudyOptions, run_study
 
-
-def _run(cmd: list[str], log: Path) -> float:
-    """Run one launcher with its output in ``log``; its wall seconds. Fails loudly with the log's tail."""
-    started = time.monotonic()
-    with log.open("w") as f:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
-        raise SystemExit(f"error: {' '.join(cmd[1:3])} exited {code}; see {log}\n{tail}")
-    return time.monotonic() - started
-
-
-def _sets(values: list[str]) -> list[str]:
-    return [a for v in values for a in ("--set", v)]
-
-
-def run_cnn_stage(out: Path, args: argparse.Namespace) -> tuple[Path | None, float]:
-    """The CNN stage, once for all arms (the same trunk for each): (its weights, wall seconds).
-    No stage (``--cnn-steps 0``): (None, 0), the arms start from a random trunk."""
-    if not args.cnn_steps:
-        return None, 0.0
-    out.mkdir(parents=True, exist_ok=True)
-    sets = [f"train.output_dir={json.dumps(str(out))}", f"train.max_steps={args.cnn_steps}",
-            f"train.eval_every={args.cnn_steps}", f"train.checkpoint_every={args.cnn_steps}", *args.cnn_set]
-    seconds = _run([sys.executable, "launcher/pretrain.py", "--config", args.cnn_config, *_sets(sets)],
-                   out.parent / "cnn.log")
-    return out / "export" / "model.safetensors", round(seconds, 1)
-
-
-def run_arm(arm: str, out: Path, args: argparse.Namespace, trunk: Path | None, cnn_s: float) -> dict:
-    """Pre-train (unless no_pretrain), fine-tune, score test; returns and writes the summary.
-
-    ``trunk``/``cnn_s``: the CNN stage's weights and wall time (counted in every arm's total)."""
-    out.mkdir(parents=True, exist_ok=True)
-    # The CNN stage's trunk takes the place of ImageNet weights, and BatchNorm keeps the statistics
-    # learned there (frozen: small fine-tuning image batches cannot swing them).
-    weights = [f"model.backbone_weights={json.dumps(str(trunk))}"] if trunk else []
-    frozen = ["model.frozen_bn=true"] if trunk else []
-    py = sys.executable
-    summary: dict = {"arm": arm, "subset_fraction": args.subset, "cnn_steps": args.cnn_steps,
-                     "pretrain_steps": args.pretrain_steps, "finetune_epochs": args.finetune_epochs,
-                     "cnn_wall_s": cnn_s, "pretrain_wall_s": 0.0}
-    init = []
-    if ARMS[arm] is not None:
-        pre = out / "pretrain"
-        sets = [f"train.output_dir={json.dumps(str(pre))}", f"train.max_steps={args.pretrain_steps}",
-                f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=24",
-                "deepspeed.zero_optimization.stage=0",  # one process: ZeRO would only add copies
-                *weights, *frozen, *ARMS[arm], *args.pretrain_set]
-        summary["pretrain_wall_s"] = round(_run([py, "launcher/pretrain.py", "--config", args.pretrain_config,
-                                                 *_sets(sets)], out / "pretrain.log"), 1)
-        init = ["--init", str(pre / "export")]
-    ft = out / "finetune"
-    # With --init the trunk comes from the pre-trained model; frozen_bn is a fine-tuning choice.
-    sets = [*([] if init else weights), *frozen, f"train.output_dir={json.dumps(str(ft))}",
-            f"data.subset_fraction={args.subset}",
-            *([f"train.epochs={args.finetune_epochs}"] if args.finetune_epochs else []), *args.finetune_set]
-    summary["finetune_wall_s"] = round(_run([py, "launcher/finetune.py", "--task", "vqa", "--config",
-                                             args.finetune_config, *init, *_sets(sets)], out / "finetune.log"), 1)
-    summary["total_wall_s"] = round(summary["cnn_wall_s"] + summary["pretrain_wall_s"] + summary["finetune_wall_s"], 1)
-    _run([py, "launcher/evaluate.py", "--task", "vqa", "--checkpoint", str(ft), "--split", "test"],
-         out / "evaluate.log")
-    test = json.loads((ft / "eval" / "test" / "metrics.json").read_text())["metrics"]
-    evals = json.loads((ft / "eval.json").read_text())["evals"]
-    pre_s = summary["cnn_wall_s"] + summary["pretrain_wall_s"]
-    summary["val_curve"] = [{"epoch": e["epoch"], "minutes": round((pre_s + e["train_seconds"]) / 60, 2),
-                             "val_accuracy": e["metrics"]["vqa_accuracy"]} for e in evals]
-    summary["test_accuracy"] = test["vqa_accuracy"]
-    summary["test_questions"] = int(test["num_questions"])
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"{arm}: test accuracy {summary['test_accuracy']:.2f}% after {summary['total_wall_s'] / 60:.1f} min "
-          f"(CNN stage {summary['cnn_wall_s'] / 60:.1f}, pre-training {summary['pretrain_wall_s'] / 60:.1f}, "
-          f"fine-tuning {summary['finetune_wall_s'] / 60:.1f})", flush=True)
-    return summary
-
-
-def write_table(summaries: list[dict], path: Path) -> None:
-    lines = ["| arm | CNN stage (min) | pre-training (min) | fine-tuning (min) | best val acc (%) | final val acc (%) "
-             "| test acc (%) |", "|---|---|---|---|---|---|---|"]
-    for s in summaries:
-        vals = [p["val_accuracy"] for p in s["val_curve"]]
-        lines.append(f"| {s['arm']} | {s.get('cnn_wall_s', 0.0) / 60:.1f} | {s['pretrain_wall_s'] / 60:.1f} | "
-                     f"{s['finetune_wall_s'] / 60:.1f} | "
-                     f"{max(vals):.2f} | {vals[-1]:.2f} | {s['test_accuracy']:.2f} |")
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
-def plot(summaries: list[dict], path: Path) -> None:
-    from pixelbert.evaluation.plots import line_chart
-
-    series = {}
-    for s in summaries:
-        series[f"{s['arm']} val"] = [(p["minutes"], p["val_accuracy"]) for p in s["val_curve"]]
-        series[f"{s['arm']} test (end) {s['test_accuracy']:.2f}%"] = [(s["total_wall_s"] / 60, s["test_accuracy"])]
-    line_chart(series, path, xlabel="wall-clock minutes since the CNN stage started (2 CPU cores)",
-               ylabel="VQA accuracy (%)", title="easy-VQA", hline=(93.8, "author baseline 93.8%"))
+HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,38 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: mlm_itm; --ablation: all)")
     p.add_argument("--out", type=Path, help="output folder (default runs/easyvqa/result or runs/easyvqa/ablation)")
     p.add_argument("--subset", type=float, help="fraction of training questions (default 1.0; --ablation 0.1)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps of 24 images (default 500; --ablation 150)")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs (default: the config's; --ablation 5)")
-    p.add_argument("--cnn-steps", type=int, default=None,
-                   help="CNN-stage steps of 64 images (default 400, --ablation too; 0: none, a random trunk)")
-    p.add_argument("--cnn-config", default="configs/tiny_cnn.json")
-    p.add_argument("--pretrain-config", default="configs/tiny.json")
-    p.add_argument("--finetune-config", default="configs/finetune/easyvqa.json")
+    p.add_argument("--pretrain-steps", type=int, help="pre-training steps of 24 images (default 500; --ablation 150)")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the config's; --ablation 5)")
+    p.add_argument("--cnn-steps", type=int, help="CNN-stage steps of 64 images (default 400; 0: none, a random trunk)")
+    p.add_argument("--cnn-config")
+    p.add_argument("--pretrain-config")
+    p.add_argument("--finetune-config")
     p.add_argument("--cnn-set", action="append", default=[], metavar="K=V", help="extra CNN-stage override")
     p.add_argument("--pretrain-set", action="append", default=[], metavar="K=V", help="extra pre-training override")
     p.add_argument("--finetune-set", action="append", default=[], metavar="K=V", help="extra fine-tuning override")
-    args = p.parse_args(argv)
-    ablation = args.ablation
-    args.arms = args.arms or (list(ARMS) if ablation else ["mlm_itm"])
-    args.out = args.out or Path("runs/easyvqa") / ("ablation" if ablation else "result")
-    args.subset = args.subset if args.subset is not None else (0.1 if ablation else 1.0)
-    args.cnn_steps = 400 if args.cnn_steps is None else args.cnn_steps
-    args.pretrain_steps = args.pretrain_steps or (150 if ablation else 500)
-    args.finetune_epochs = args.finetune_epochs or (5 if ablation else None)
-    if ablation:  # one val score at the end of each arm: the table compares end points
-        args.finetune_set = ["train.eval_every=1000000", *args.finetune_set]
-    if not 0.0 < args.subset <= 1.0:
-        p.error("--subset must be in (0, 1]")
-    args.out = args.out.resolve()
-    used = [d for d in [args.out / "cnn", *(args.out / a for a in args.arms)] if d.is_dir() and any(d.iterdir())]
-    if used:  # stale checkpoints and eval files would mix with the new run's: never overwrite them
-        p.error(f"{used[0]} already holds a run; choose another --out")
-    trunk, cnn_s = run_cnn_stage(args.out / "cnn", args)
-    summaries = [run_arm(arm, args.out / arm, args, trunk, cnn_s) for arm in args.arms]
-    if len(summaries) > 1:
-        write_table(summaries, args.out / "table.md")
-    plot(summaries, args.out / "curve.png")
-    print(f"results: {args.out}")
+    args = vars(p.parse_args(argv))
+    try:
+        options = StudyOptions.for_study(args.pop("ablation"), launchers=HERE, cwd=HERE.parent, **args)
+        run_study(options)
+    except (ConfigError, StudyError) as e:
+        p.exit(2 if isinstance(e, ConfigError) else 1, f"error: {e}\n")
+    print(f"results: {options.out}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
     python launcher/export.py CHECKPOINT_DIR OUT_DIR
 
-CHECKPOINT_DIR is ``<output_dir>/checkpoints`` (its latest complete checkpoint) or one
-``step_*`` folder. OUT_DIR loads with ``PixelBert.from_pretrained`` and fine-tuning.
+CHECKPOINT_DIR is a run folder (``train.output_dir``: its latest complete checkpoint), its
+``checkpoints/`` folder or one ``step_*`` folder. OUT_DIR loads with ``PixelBert.from_pretrained``
+and fine-tuning.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from launcher.cli import fail, user_errors  # noqa: E402
+from launcher.cli import fail, user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,12 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint_dir")
     p.add_argument("out_dir")
     args = p.parse_args(argv)
-    if not Path(args.checkpoint_dir).exists():
-        fail(f"{args.checkpoint_dir}: no such checkpoint folder")
+    source = Path(args.checkpoint_dir)
+    if not source.exists():
+        fail(f"{source}: no such checkpoint folder")
     from pixelbert.engine.checkpoint import export_pretrained
 
     with user_errors():
-        out = export_pretrained(args.checkpoint_dir, args.out_dir)
+        out = export_pretrained(source / "checkpoints" if (source / "checkpoints").is_dir() else source, args.out_dir)
     print(f"exported model: {out}")
     return 0
 

@@ -3,172 +3,48 @@
     python launcher/soak.py --minutes 3                      # CPU: DS_ACCELERATOR=cpu
     python launcher/soak.py --minutes 30 --ranks 8 --config configs/r50.json --set data.shards=...
 
-Starts ``launcher/pretrain.py`` under torchrun (``--ranks`` processes, default 2) with periodic
-checkpoints, samples the summed RSS of the rank processes every ``--sample-s`` seconds and
-reads samples/s from the run's log lines. After ``--minutes`` it sends SIGTERM to the ranks
-(the pre-emption path: they checkpoint and exit 0), then prints a summary. Warm-up (the first
-``--warmup`` fraction of the run) is left out of both measures.
-
-Exit status: 0 steady; 1 RSS grew more than ``--max-rss-growth-mb`` from the end of warm-up to
-the end, samples/s of the last third fell more than ``--max-throughput-drop`` below the first
-third, or the run failed; 2 bad arguments.
+Runs launcher/pretrain.py under torchrun and judges it (``pixelbert.recipes.soak``). Exit
+status: 0 steady; 1 RSS grew more than --max-rss-growth-mb after warm-up, samples/s of the last
+third fell more than --max-throughput-drop below the first third, or the run failed; 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-_LOG_LINE = re.compile(r"^step (\d+)/\d+ .*samples_per_s=([0-9.]+)")
+from pixelbert.recipes.soak import SoakOptions, soak
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=3.0, help="how long to train before the SIGTERM")
-    p.add_argument("--ranks", type=int, default=2, help="torchrun processes on this machine")
-    p.add_argument("--config", default=str(REPO / "configs" / "tiny.json"))
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="extra config overrides, passed to launcher/pretrain.py")
-    p.add_argument("--out", default=None, help="run folder (default: a temporary folder, removed)")
-    p.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints")
-    p.add_argument("--sample-s", type=float, default=2.0, help="seconds between RSS samples")
-    p.add_argument("--warmup", type=float, default=0.33,
-                   help="fraction of the run left out as warm-up (start-up, first epoch and first checkpoint)")
-    p.add_argument("--max-rss-growth-mb", type=float, default=200.0)
-    p.add_argument("--max-throughput-drop", type=float, default=0.25, help="allowed fractional drop of samples/s")
-    args = p.parse_args(argv)
-    if args.minutes <= 0 or args.ranks < 1 or args.sample_s <= 0 or not 0 <= args.warmup < 0.9:
-        p.error("--minutes, --ranks, --sample-s must be > 0 and --warmup in [0, 0.9)")
-    return args
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ranks(proc) -> list:
-    """The rank processes: torchrun's own children (not their DataLoader workers)."""
-    import psutil
-
-    try:
-        return psutil.Process(proc.pid).children(recursive=False)
-    except psutil.Error:
-        return []
-
-
-def _rss_mb(ranks) -> float | None:
-    import psutil
-
-    total = 0
-    for r in ranks:
-        try:
-            total += r.memory_info().rss
-        except psutil.Error:
-            return None
-    return total / 2**20 if ranks else None
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def soak(args: argparse.Namespace, out: Path) -> int:
-    log = out / "soak.log"
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(args.ranks),
-           "--master_port", str(_free_port()), str(REPO / "launcher" / "pretrain.py"), "--config", args.config,
-           "--set", f"train.output_dir={json.dumps(str(out / 'run'))}",
-           "--set", "train.max_steps=1000000", "--set", f"train.checkpoint_every={args.checkpoint_every}",
-           "--set", "train.keep_last=2", "--set", "train.log_every=1"]
-    for item in args.set:
-        cmd += ["--set", item]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    print(f"soak: {args.minutes:g} min, {args.ranks} ranks, log {log}", flush=True)
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    start, rss, ranks = time.monotonic(), [], []
-    deadline = start + args.minutes * 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(ranks) < args.ranks:
-            ranks = _ranks(proc)
-        value = _rss_mb(ranks)
-        if value is not None and len(ranks) == args.ranks:
-            rss.append((time.monotonic() - start, value))
-        time.sleep(args.sample_s)
-    stopped = time.monotonic()
-    if proc.poll() is None:
-        for r in ranks:
-            try:
-                r.send_signal(signal.SIGTERM)
-            except Exception:  # already gone
-                pass
-        try:
-            proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    stop_s = time.monotonic() - stopped
-    (out / "rss.csv").write_text("seconds,rss_mb\n" + "".join(f"{t:.1f},{v:.1f}\n" for t, v in rss))
-    text = log.read_text(errors="replace")
-    steps = [(int(m.group(1)), float(m.group(2))) for m in map(_LOG_LINE.match, text.splitlines()) if m]
-    return summarize(args, proc.returncode, text, rss, steps, stop_s, stopped - start)
-
-
-def summarize(args, returncode: int, text: str, rss: list[tuple[float, float]], steps: list[tuple[int, float]],
-              stop_s: float, ran_s: float) -> int:
-    failures = []
-    if returncode != 0 or "stopped at step" not in text:
-        failures.append(f"the run did not stop cleanly (exit {returncode}); see the log")
-    steady = [v for t, v in rss if t >= args.warmup * ran_s]
-    speeds = [s for _, s in steps][int(len(steps) * args.warmup):]
-    if len(steady) < 3 or len(speeds) < 6:
-        failures.append(f"too short to judge: {len(steady)} RSS samples, {len(speeds)} logged steps after warm-up")
-        growth, first, last = float("nan"), float("nan"), float("nan")
-    else:
-        growth = steady[-1] - steady[0]
-        third = len(speeds) // 3
-        first, last = _mean(speeds[:third]), _mean(speeds[-third:])
-        if growth > args.max_rss_growth_mb:
-            failures.append(f"RSS grew {growth:.0f} MB > {args.max_rss_growth_mb:g} MB")
-        if last < (1 - args.max_throughput_drop) * first:
-            failures.append(f"samples/s fell {1 - last / first:.0%} > {args.max_throughput_drop:.0%}")
-    values = [v for _, v in rss] or [float("nan")]
-    print(f"steps: {steps[-1][0] if steps else 0} in {ran_s / 60:.1f} min; stop (SIGTERM -> checkpoint -> exit): {stop_s:.1f} s")
-    print(f"RSS of {args.ranks} ranks (MB): after warm-up {steady[0] if steady else float('nan'):.0f}, "
-          f"end {values[-1]:.0f}, max {max(values):.0f}, growth {growth:+.0f} (bound {args.max_rss_growth_mb:g})")
-    print(f"samples/s: first third {first:.2f}, last third {last:.2f} "
-          f"(drop {1 - last / first if first == first and first else float('nan'):.1%}, bound {args.max_throughput_drop:.0%})")
-    if rss:
-        quarters = [min(rss, key=lambda x: abs(x[0] - q * ran_s))[1] for q in (0.25, 0.5, 0.75, 1.0)]
-        print("RSS at 1/4, 1/2, 3/4, end of the run (MB): " + ", ".join(f"{v:.0f}" for v in quarters))
-    for f in failures:
-        print(f"FAIL: {f}")
-    print("soak: " + ("FAILED" if failures else "steady"))
-    return 1 if failures else 0
+HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    d = SoakOptions(config=str(HERE.parent / "configs" / "tiny.json"))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=d.minutes, help="how long to train before the SIGTERM")
+    p.add_argument("--ranks", type=int, default=d.ranks, help="torchrun processes on this machine")
+    p.add_argument("--config", default=d.config)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="extra config overrides")
+    p.add_argument("--out", default=None, help="run folder (default: a temporary folder, removed)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--sample-s", type=float, default=d.sample_s, help="seconds between RSS samples")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of the run left out as warm-up")
+    p.add_argument("--max-rss-growth-mb", type=float, default=d.max_rss_growth_mb)
+    p.add_argument("--max-throughput-drop", type=float, default=d.max_throughput_drop,
+                   help="allowed fractional drop of samples/s")
+    args = p.parse_args(argv)
+    if args.minutes <= 0 or args.ranks < 1 or args.sample_s <= 0 or not 0 <= args.warmup < 0.9:
+        p.error("--minutes, --ranks, --sample-s must be > 0 and --warmup in [0, 0.9)")
     if not Path(args.config).is_file():
-        print(f"error: {args.config}: config not found", file=sys.stderr)
-        return 2
+        p.exit(2, f"error: {args.config}: config not found\n")
+    options = SoakOptions(**{k: v for k, v in vars(args).items() if k != "out"})
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        return soak(args, out)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        return soak(options, Path(args.out), HERE / "pretrain.py")
     with tempfile.TemporaryDirectory(prefix="pixelbert_soak_") as tmp:
-        return soak(args, Path(tmp))
+        return soak(options, Path(tmp), HERE / "pretrain.py")
 
 
 if __name__ == "__main__":

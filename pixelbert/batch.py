@@ -9,7 +9,7 @@ Shapes (I images, B text rows, L tokens, A answers):
 - pixel_mask  (I, H, W) bool, True on real pixels (False on padding)
 - input_ids, attention_mask (B, L) long
 - image_index (B,) long: the image each text row is paired with (None: row i <-> image i)
-- mlm_labels  (B, L) long, -100 where no prediction is asked
+- mlm_labels  (B, L) long, IGNORE_INDEX where no prediction is asked
 - itm_labels  (B,) long, 1 = the caption matches the image
 - vqa_targets (B, A) float soft scores
 - labels      (B,) long, a class label (NLVR2: one per *pair of rows*, so (B/2,))
@@ -22,6 +22,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+
+__all__ = ["Batch", "IGNORE_INDEX"]
+
+# Label of a position (or row) with nothing to predict; torch's cross-entropy skips it by default.
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -42,11 +47,17 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device | str, non_blocking: bool = True) -> "Batch":
+    def to(self, device: torch.device | str, image_dtype: torch.dtype | None = None,
+           non_blocking: bool = True) -> "Batch":
+        """Every tensor on ``device``; ``images`` also cast to ``image_dtype`` when given (the
+        model's compute dtype: DeepSpeed casts the module, not its inputs). Labels and masks keep theirs."""
         moved = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            moved[f.name] = v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            if isinstance(v, torch.Tensor):
+                dtype = image_dtype if f.name == "images" else None
+                v = v.to(device, dtype=dtype, non_blocking=non_blocking)
+            moved[f.name] = v
         return Batch(**moved)
 
     def row_images(self) -> torch.Tensor:

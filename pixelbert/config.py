@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
     "ConfigError",
     "ModelConfig",
     "DataConfig",
@@ -25,7 +27,40 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "resolve_package_path",
+    "check_fields",
+    "type_ok",
+    "SECTIONS",
+    "PATH_KEYS",
+    "EXISTING_PATH_KEYS",
+    "TASKS",
+    "PRETRAIN_TASKS",
+    "FINETUNE_TASKS",
+    "HEAD_NAMES",
+    "BACKENDS",
+    "POOLINGS",
+    "ATTN_IMPLEMENTATIONS",
+    "CNN_OPTIMIZERS",
+    "VQA_LOSSES",
+    "PRECISIONS",
 ]
+
+# The values the enumerated keys take, defined here only; the modules that act on them import them.
+# train.task: the CNN stage (stand-in for ImageNet weights) and Pixel-BERT's pre-training, then fine-tuning.
+PRETRAIN_TASKS = ("visual_words", "pretrain")
+FINETUNE_TASKS = ("vqa", "nlvr2", "retrieval")
+TASKS = PRETRAIN_TASKS + FINETUNE_TASKS
+HEAD_NAMES = ("mlm", "itm", "vqa", "nlvr2", "words")  # model.heads
+BACKENDS = ("auto", "dali", "torch")  # data.backend
+POOLINGS = ("cls", "mean")  # model.pooling
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # model.attn_implementation
+CNN_OPTIMIZERS = ("sgd", "adamw")  # train.cnn_optimizer
+VQA_LOSSES = ("bce", "softmax")  # train.vqa_loss
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # train.precision
+
+
+# The files of a saved model (``PixelBert.save_pretrained``): weights, and the model section.
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "pixelbert_config.json"
 
 
 class ConfigError(ValueError):
@@ -45,7 +80,9 @@ class ModelConfig:
     frozen_bn: bool = False
     # The paper's extra 2x2 max-pool after the CNN (total stride 64 with feature_stage=4).
     extra_pool: bool = True
-    # Random pixel sampling (pre-training only): pixels kept per image.
+    # Random pixel sampling in pre-training; false: every pixel is a token.
+    pixel_sampling: bool = True
+    # Pixels kept per image when sampling.
     pixel_samples: int = 100
     # 2-D learned position embedding for pixel tokens (not in the paper; off by default).
     pos_embed_2d: bool = False
@@ -86,16 +123,10 @@ class DataConfig:
     hflip: bool = False
     max_text_len: int = 40
     mlm_probability: float = 0.15
-    # Choose whole words for MLM (all WordPiece pieces of a word together), as BERT-wwm; off: per piece.
-    whole_word_masking: bool = False
     itm_negative_probability: float = 0.5
     # Pre-training: each image in two rows, its caption (match) and a wrong one (no match), one
     # CNN pass for both, instead of swapping captions at itm_negative_probability.
     itm_paired_negatives: bool = False
-    # ITM negatives a word apart: a wrong caption that differs from the image's own in one word
-    # (e.g. only the shape, or only the colour) when the batch has one, so the match must check
-    # every word against the image, not the easiest one. Off: any wrong caption.
-    itm_hard_negatives: bool = False
     micro_batch_size: int = 32
     num_workers: int = 2
     # Pixel mean/std (ImageNet), in 0..1 units.
@@ -170,9 +201,12 @@ class Config:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 # Keys whose value is a file or folder that must exist when set.
-_PATH_KEYS = {("model", "backbone_weights"), ("model", "text_model"), ("model", "tokenizer")}
+EXISTING_PATH_KEYS = (("model", "backbone_weights"), ("model", "text_model"), ("model", "tokenizer"))
+# Every key whose value is a file or folder. The shards (and data.root) may not exist yet when the
+# config loads: the loader builds missing shards on the fly.
+PATH_KEYS = (("data", "shards"), ("data", "root")) + EXISTING_PATH_KEYS
 
 
 def resolve_package_path(value: str) -> str:
@@ -190,11 +224,11 @@ def resolve_package_path(value: str) -> str:
     return str(base / sub) if sub else str(base)
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
+def type_ok(value: Any, annotation: Any) -> bool:
     """Check a JSON value against a dataclass field annotation (str, int, float, bool, list, dict, X | None)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+        return any(type_ok(value, a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
     if annotation is bool:
@@ -208,18 +242,26 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return True
 
 
+def check_fields(cls: type, raw: dict, source: str, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every key of ``raw`` is a field of dataclass ``cls`` (less ``exclude``) holding a value of the
+    field's type; else one ConfigError line naming ``prefix + key``. Returns the fields' type hints."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(sorted(known))})")
+        if not type_ok(value, hints[key]):
+            want = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
+            raise ConfigError(f"{source}: '{prefix}{key}' must be {want}, got {type(value).__name__} {value!r}")
+    return hints
+
+
 def _build_section(name: str, cls: type, raw: Any, source: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: section '{name}' must be an object, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    hints = check_fields(cls, raw, source, prefix=f"{name}.")
     for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key '{name}.{key}' (known: {', '.join(sorted(known))})")
-        if not _type_ok(value, hints[key]):
-            want = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
-            raise ConfigError(f"{source}: '{name}.{key}' must be {want}, got {type(value).__name__} {value!r}")
-        if (name, key) in _PATH_KEYS and value is not None:
+        if (name, key) in EXISTING_PATH_KEYS and value is not None:
             try:
                 path = resolve_package_path(value)
             except FileNotFoundError as e:
@@ -236,29 +278,37 @@ def _validate(cfg: Config) -> None:
     checks = [
         (m.feature_stage in (1, 2, 3, 4), "model.feature_stage", "must be 1, 2, 3 or 4"),
         (m.pixel_samples > 0, "model.pixel_samples", "must be > 0"),
-        (m.attn_implementation in ("sdpa", "eager"), "model.attn_implementation", "must be sdpa or eager"),
-        (m.pooling in ("cls", "mean"), "model.pooling", "must be cls or mean"),
         (m.text_model is not None or bool(m.text_config), "model.text_model", "set text_model or text_config"),
-        (set(m.heads) <= {"mlm", "itm", "vqa", "nlvr2", "words"}, "model.heads", f"unknown head in {m.heads}"),
+        (set(m.heads) <= set(HEAD_NAMES), "model.heads", f"unknown head in {m.heads} (known: {', '.join(HEAD_NAMES)})"),
         (m.num_answers > 0, "model.num_answers", "must be > 0"),
-        (d.backend in ("auto", "dali", "torch"), "data.backend", "must be auto, dali or torch"),
         (d.micro_batch_size > 0, "data.micro_batch_size", f"must be > 0, got {d.micro_batch_size}"),
         (d.image_size > 0 and d.max_image_size >= d.image_size, "data.max_image_size", "must be >= data.image_size > 0"),
         (0.0 <= d.mlm_probability < 1.0, "data.mlm_probability", "must be in [0, 1)"),
         (0.0 <= d.itm_negative_probability <= 1.0, "data.itm_negative_probability", "must be in [0, 1]"),
         (0.0 < d.subset_fraction <= 1.0, "data.subset_fraction", "must be in (0, 1]"),
         (len(d.mean) == 3 and len(d.std) == 3, "data.mean", "mean and std need 3 values"),
-        (t.task in ("visual_words", "pretrain", "vqa", "nlvr2", "retrieval"), "train.task", f"unknown task {t.task!r}"),
+        (d.max_image_pixels > 0, "data.max_image_pixels", "must be > 0"),
+        (d.retrieval_negatives > 0, "data.retrieval_negatives", "must be > 0"),
+        (d.prefetch > 0, "data.prefetch", "must be > 0"),
+        (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (t.epochs > 0, "train.epochs", "must be > 0"),
-        (t.cnn_optimizer in ("sgd", "adamw"), "train.cnn_optimizer", "must be sgd or adamw"),
-        (t.vqa_loss in ("bce", "softmax"), "train.vqa_loss", "must be bce or softmax"),
         (t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be > 0"),
         (t.gradient_accumulation > 0, "train.gradient_accumulation", "must be > 0"),
         (t.global_batch_size is None or t.global_batch_size > 0, "train.global_batch_size", "must be > 0"),
-        (t.precision in ("auto", "bf16", "fp16", "fp32"), "train.precision", "must be auto, bf16, fp16 or fp32"),
         (t.checkpoint_every > 0 and t.keep_last > 0, "train.checkpoint_every", "checkpoint_every and keep_last must be > 0"),
         (t.max_bad_steps >= 0, "train.max_bad_steps", f"must be >= 0, got {t.max_bad_steps}"),
     ]
+    choices = [
+        ("model.attn_implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS),
+        ("model.pooling", m.pooling, POOLINGS),
+        ("data.backend", d.backend, BACKENDS),
+        ("train.task", t.task, TASKS),
+        ("train.cnn_optimizer", t.cnn_optimizer, CNN_OPTIMIZERS),
+        ("train.vqa_loss", t.vqa_loss, VQA_LOSSES),
+        ("train.precision", t.precision, PRECISIONS),
+    ]
+    checks += [(value in names, key, f"must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+               for key, value, names in choices]
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{src}: '{key}' {msg}")
@@ -268,14 +318,16 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     """Build and validate a Config from a plain dict (the JSON file's content)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a JSON object")
-    unknown = set(raw) - set(_SECTIONS) - {"deepspeed"}
+    unknown = set(raw) - set(SECTIONS) - {"deepspeed"}
     if unknown:
         raise ConfigError(f"{source}: unknown section '{sorted(unknown)[0]}' (known: model, data, train, deepspeed)")
-    sections = {name: _build_section(name, cls, raw.get(name, {}), source) for name, cls in _SECTIONS.items()}
+    sections = {name: _build_section(name, cls, raw.get(name, {}), source) for name, cls in SECTIONS.items()}
     ds = raw.get("deepspeed", {})
     if not isinstance(ds, dict):
         raise ConfigError(f"{source}: section 'deepspeed' must be an object")
     cfg = Config(**sections, deepspeed=ds, source=source)
+    if cfg.train.freeze_cnn:  # a frozen CNN must not drift through its BatchNorm running statistics either
+        cfg.model.frozen_bn = True
     _validate(cfg)
     return cfg
 

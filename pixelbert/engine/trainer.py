@@ -30,8 +30,10 @@ from pixelbert.engine.checkpoint import CheckpointManager, GracefulStop, find_re
 from pixelbert.engine.hardware import Hardware, detect_hardware, init_distributed
 from pixelbert.engine.monitor import MetricWindow, Monitor, peak_memory_mb
 from pixelbert.engine.optim import build_optimizer, build_schedule
+from pixelbert.tasks.base import Task
 
-__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config", "task_metrics_eval"]
+__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config", "build_engine",
+           "zero_stage", "task_metrics_eval"]
 
 
 class TrainingError(RuntimeError):
@@ -96,6 +98,28 @@ def _optimizer_clips(config: Config, hw: Hardware) -> bool:
     return zero_stage(config) == 0 and hw.precision == "fp32"
 
 
+def build_engine(model: torch.nn.Module, config: Config, hw: Hardware, plan: BatchPlan, steps_per_epoch: int):
+    """(engine, optimizer, schedule): ``model`` in a DeepSpeed engine with the SplitOptimizer (CNN vs
+    transformer as ``model.parameter_groups()`` splits them) and its warm-up/step-decay schedule.
+
+    The one way a run builds them (the Trainer, the benchmarks), so clipping and ZeRO settings
+    cannot differ between what is trained and what is timed. ``train.freeze_cnn``: the CNN's
+    parameters stop taking gradients first, so the optimiser leaves them out.
+    """
+    import deepspeed
+
+    t = config.train
+    if t.freeze_cnn:
+        for p in model.parameter_groups()["cnn"].values():
+            p.requires_grad_(False)
+    clip = t.grad_clip if _optimizer_clips(config, hw) else None
+    optimizer = build_optimizer(model, t, adamw_impl=hw.optimizer_impl, max_grad_norm=clip)
+    schedule = build_schedule(optimizer, t, steps_per_epoch)
+    engine, optimizer, _, schedule = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config, hw, plan))
+    return engine, optimizer, schedule
+
+
 @dataclass
 class TrainState:
     """Counters saved with every checkpoint (per rank)."""
@@ -121,19 +145,16 @@ class FitResult:
 class Trainer:
     """DeepSpeed-wrapped training of ``model`` on ``task`` with checkpoints, logs and eval hooks.
 
-    ``cnn``: the visual trunk (SGD rule); defaults to ``model.backbone``.
     ``eval_fn(model, batches) -> {name: float}`` runs every train.eval_every steps and at the
     end, on every rank (it does its own cross-rank reduction; ``task_metrics_eval`` is one);
     ``batches`` iterates the eval loader already on the device.
     """
 
-    def __init__(self, model: torch.nn.Module, task, train_loader: Iterable[Batch], config: Config, *,
+    def __init__(self, model: torch.nn.Module, task: Task, train_loader: Iterable[Batch], config: Config, *,
                  eval_loader: Iterable[Batch] | None = None,
                  eval_fn: Callable[[torch.nn.Module, Iterable[Batch]], dict[str, float]] | None = None,
-                 cnn: torch.nn.Module | None = None, steps_per_epoch: int | None = None,
+                 steps_per_epoch: int | None = None,
                  hardware: Hardware | None = None):
-        import deepspeed
-
         self.config, self.task, self.loader = config, task, train_loader
         self.eval_loader, self.eval_fn = eval_loader, eval_fn
         self.hw = hardware or detect_hardware(config)
@@ -141,16 +162,9 @@ class Trainer:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.plan = plan_batch(config, self.world_size)
         t = config.train
-        cnn = cnn if cnn is not None else getattr(model, "backbone", None)
-        if t.freeze_cnn and cnn is not None:
-            cnn.requires_grad_(False)
         self.steps_per_epoch = self._steps_per_epoch(steps_per_epoch)
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
-        clip = t.grad_clip if _optimizer_clips(config, self.hw) else None
-        optimizer = build_optimizer(model, cnn, t, adamw_impl=self.hw.optimizer_impl, max_grad_norm=clip)
-        schedule = build_schedule(optimizer, t, self.steps_per_epoch)
-        self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config, self.hw, self.plan))
+        self.engine, self.optimizer, self.schedule = build_engine(model, config, self.hw, self.plan, self.steps_per_epoch)
         self.output_dir = Path(t.output_dir)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", t.keep_last, self.rank, self.world_size)
         self.state = TrainState()
@@ -186,10 +200,7 @@ class Trainer:
         raise TrainingError(f"the training loader yielded no batch in epoch {self.state.epoch - 1}")
 
     def _to_device(self, batch: Batch) -> Batch:
-        batch = batch.to(self.hw.device)
-        if batch.images.dtype != self.hw.dtype:  # DeepSpeed casts the module, not the inputs
-            batch = dataclasses.replace(batch, images=batch.images.to(self.hw.dtype))
-        return batch
+        return batch.to(self.hw.device, self.hw.dtype)
 
     def _rank_state(self) -> dict[str, Any]:
         loader_state = self.loader.state_dict() if hasattr(self.loader, "state_dict") else None

@@ -9,7 +9,6 @@ the ``Trainer``'s ``eval_fn``. All pixels are used (no sampling), as the paper e
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -56,10 +55,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def prepare_batch(module: torch.nn.Module, batch: Batch) -> Batch:
     """Batch on the model's device, images in the model's dtype (bf16 under DeepSpeed bf16)."""
     param = next(module.parameters())
-    batch = batch.to(param.device)
-    if batch.images.dtype != param.dtype:
-        batch = dataclasses.replace(batch, images=batch.images.to(param.dtype))
-    return batch
+    return batch.to(param.device, param.dtype)
 
 
 def _gather(obj: Any) -> list:

@@ -12,16 +12,20 @@ alone (eval mode; in train mode BatchNorm's batch statistics still see the paddi
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
-from pixelbert.config import ModelConfig, resolve_package_path
+from pixelbert.config import ConfigError, ModelConfig, resolve_package_path
 
-__all__ = ["BACKBONES", "ResNetTrunk", "build_backbone", "load_backbone_weights", "size_after", "size_mask"]
+__all__ = ["BACKBONES", "ResNetTrunk", "build_backbone", "load_backbone_weights", "read_weights", "size_after",
+           "size_mask"]
 
 # name -> (block, blocks per stage, groups, width_per_group)
 BACKBONES: dict[str, tuple[type[nn.Module], list[int], int, int]] = {
@@ -108,26 +112,40 @@ def _block_forward(block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None
     return block.relu(out + identity), (None if sizes is None else size_after(sizes, stride))
 
 
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, or of a torch file loaded weights-only (no code runs).
+
+    An empty, truncated or corrupt file -- or a torch file that would need to run code -- is one
+    ConfigError line naming it (the launchers print it and exit 2), not the loader's traceback.
+    """
+    try:
+        if str(path).endswith(".safetensors"):
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{path}: not a readable weights file ({type(e).__name__}: {first or 'empty'})") from None
+
+
 def load_backbone_weights(trunk: ResNetTrunk, path: str) -> None:
     """Load a local ImageNet checkpoint (torchvision names, ``.pth`` or ``.safetensors``) or the
     ``model.safetensors`` of a pixelbert export (its ``backbone.*``, e.g. from the visual_words
     CNN stage); fc.* and stages beyond the trunk are ignored.
 
-    Any other missing or unexpected key raises ValueError naming the file, so a checkpoint of
-    the wrong architecture never loads silently.
+    Any other missing or unexpected key, like an unreadable file, raises ConfigError naming the
+    file, so a checkpoint of the wrong architecture never loads silently.
     """
     path = resolve_package_path(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model"):  # common wrappers around a plain state dict
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
+    state = read_weights(path)
+    for key in ("state_dict", "model"):  # common wrappers around a plain state dict
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state):  # a pixelbert export: its trunk only
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
@@ -136,7 +154,7 @@ def load_backbone_weights(trunk: ResNetTrunk, path: str) -> None:
     result = trunk.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: does not match the trunk: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
         )

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import BertConfig
 from transformers.activations import ACT2FN
 
+from pixelbert.config import HEAD_NAMES
+
 __all__ = ["MLMHead", "ITMHead", "VQAHead", "NLVR2Head", "WordsHead", "build_heads", "init_bert_weights"]
 
 
@@ -109,7 +111,7 @@ class WordsHead(nn.Module):
 def build_heads(
     names: list[str], config: BertConfig, word_embeddings: nn.Embedding, num_answers: int, cnn_channels: int
 ) -> nn.ModuleDict:
-    """The heads named in ``model.heads`` (mlm, itm, vqa, nlvr2, words)."""
+    """The heads named in ``model.heads`` (any of config.HEAD_NAMES)."""
     makers = {
         "mlm": lambda: MLMHead(config, word_embeddings),
         "itm": lambda: ITMHead(config),
@@ -117,7 +119,7 @@ def build_heads(
         "nlvr2": lambda: NLVR2Head(config),
         "words": lambda: WordsHead(cnn_channels, config.vocab_size, config.initializer_range),
     }
-    unknown = [n for n in names if n not in makers]
+    unknown = [n for n in names if n not in HEAD_NAMES]
     if unknown:
-        raise ValueError(f"unknown heads {unknown} (known: {', '.join(makers)})")
+        raise ValueError(f"unknown heads {unknown} (known: {', '.join(HEAD_NAMES)})")
     return nn.ModuleDict({name: makers[name]() for name in names})

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import save_model
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from pixelbert.batch import Batch
-from pixelbert.config import Config, ModelConfig, config_from_dict
-from pixelbert.modeling.backbone import build_backbone
+from pixelbert.config import (CONFIG_NAME, WEIGHTS_NAME, Config, ConfigError, ModelConfig, config_from_dict,
+                              read_json_object)
+from pixelbert.modeling.backbone import build_backbone, read_weights
 from pixelbert.modeling.heads import build_heads, init_bert_weights
 from pixelbert.modeling.text import bert_config_dict, build_text_model
 from pixelbert.modeling.tokenizer import load_tokenizer
@@ -29,8 +30,6 @@ from pixelbert.modeling.visual import PixelEmbedding, PixelTokens, valid_sizes
 
 __all__ = ["PixelBert", "PixelBertOutput", "build_model", "WEIGHTS_NAME", "CONFIG_NAME"]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "pixelbert_config.json"
 
 
 @dataclass
@@ -88,6 +87,9 @@ class PixelBert(nn.Module):
         self.heads = build_heads(
             list(config.heads), bert_cfg, self.bert.embeddings.word_embeddings, config.num_answers, channels
         )
+        # Which heads hold freshly initialised weights, and which saved heads were left out
+        # (``from_pretrained`` fills it in): read by whoever logs where the weights came from.
+        self.init_report = {"fresh": list(config.heads), "dropped": []}
 
     @property
     def hidden_size(self) -> int:
@@ -108,11 +110,13 @@ class PixelBert(nn.Module):
     ) -> PixelTokens:
         """images (I, 3, H, W), pixel_mask (I, H, W) bool (None: no padding) -> PixelTokens (I, N, D).
 
-        Random pixel sampling (model.pixel_samples per image) only when sample_pixels is set
-        and the model is in training mode; evaluation and fine-tuning see every pixel.
+        Random pixel sampling (model.pixel_samples per image) only when sample_pixels is set,
+        the model is in training mode and model.pixel_sampling is on; evaluation and
+        fine-tuning see every pixel.
         """
         features, sizes = self._trunk(images, pixel_mask)
-        k = self.config.pixel_samples if (sample_pixels and self.training) else None
+        sample = sample_pixels and self.training and self.config.pixel_sampling
+        k = self.config.pixel_samples if sample else None
         return self.visual(features, sizes, k, generator)
 
     def _trunk(self, images: torch.Tensor, pixel_mask: torch.Tensor | None):
@@ -121,13 +125,6 @@ class PixelBert(nn.Module):
         if pixel_mask is not None and not bool(pixel_mask.all()):
             sizes = valid_sizes(pixel_mask)
         return self.backbone(images, sizes)
-
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text only: (B, L) ids -> (B, L, D), the same as BertModel's last_hidden_state."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        hidden = self.bert.embeddings(input_ids=input_ids)
-        return self._encode(hidden, attention_mask.bool(), output_attentions=False)[0]
 
     def forward_tokens(
         self,
@@ -283,11 +280,14 @@ class PixelBert(nn.Module):
         """Rebuild a saved model. ``overrides`` replace ModelConfig fields, e.g.
         ``heads=["vqa"]`` to fine-tune from a pre-trained model: weights of dropped heads are
         ignored and new heads start from BERT's initialisation; any other key mismatch raises.
+        A missing, broken or mismatched file is one ConfigError line naming it.
         """
         directory = Path(directory)
         path = directory / CONFIG_NAME
-        raw = json.loads(path.read_text())["model"]
-        saved_heads, saved_answers = set(raw.get("heads", [])), raw.get("num_answers")
+        raw = read_json_object(path, "model config").get("model")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: no 'model' section (not a save_pretrained folder)")
+        saved_heads, saved_answers = list(raw.get("heads", [])), raw.get("num_answers")
         raw.update(overrides)
         if (directory / "tokenizer_config.json").is_file():
             raw["tokenizer"] = str(directory)
@@ -295,22 +295,25 @@ class PixelBert(nn.Module):
         model = cls(cfg)
         # Heads that are new (or a VQA head with a new answer count) keep their fresh init;
         # heads no longer configured are skipped. Everything else must match exactly.
-        fresh = {h for h in cfg.heads if h not in saved_heads}
-        if "vqa" in cfg.heads and cfg.num_answers != saved_answers:
-            fresh.add("vqa")
-        skip = tuple(f"heads.{h}." for h in fresh | (saved_heads - set(cfg.heads)))
+        fresh = [h for h in cfg.heads
+                 if h not in saved_heads or (h == "vqa" and cfg.num_answers != saved_answers)]
+        dropped = [h for h in saved_heads if h not in cfg.heads]
+        skip = tuple(f"heads.{h}." for h in fresh + dropped)
         weights = directory / WEIGHTS_NAME
-        state = {k: v for k, v in load_file(str(weights)).items() if not (skip and k.startswith(skip))}
+        if not weights.is_file():
+            raise ConfigError(f"{weights}: not found (a save_pretrained folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        state = {k: v for k, v in read_weights(weights).items() if not (skip and k.startswith(skip))}
         try:
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shape mismatch: name the file, keep the detail line
             detail = str(e).strip().splitlines()[-1].strip()
-            raise ValueError(f"{weights}: does not fit the config: {detail}") from None
+            raise ConfigError(f"{weights}: does not fit the config: {detail}") from None
         tied = {"heads.mlm.decoder.weight"}  # stored once, as the word embeddings
         missing = [k for k in result.missing_keys if k not in tied and not (skip and k.startswith(skip))]
         if missing or result.unexpected_keys:
             unexpected = sorted(result.unexpected_keys)[:5]
-            raise ValueError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {unexpected}")
+            raise ConfigError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {unexpected}")
+        model.init_report = {"fresh": fresh, "dropped": dropped}
         return model
 
 

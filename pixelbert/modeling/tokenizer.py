@@ -11,7 +11,9 @@ from pixelbert.config import ModelConfig, resolve_package_path
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> PreTrainedTokenizerFast:
-    return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    # split_special_tokens: "[SEP]" or "[MASK]" typed in a caption or question is text, tokenized
+    # as the words "[", "sep", "]"; only the tokenizer itself adds real special tokens.
+    return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True, split_special_tokens=True)
 
 
 def tokenizer_path(cfg: ModelConfig) -> str:

@@ -7,14 +7,10 @@ model with exactly those heads (new ones start fresh, unused ones are dropped).
 
 from __future__ import annotations
 
-from pixelbert.config import Config, ConfigError
+from pixelbert.config import FINETUNE_TASKS, PRETRAIN_TASKS, TASKS, Config, ConfigError
 
 __all__ = ["TASKS", "PRETRAIN_TASKS", "TASK_HEADS", "FINETUNE_TASKS", "RETRIEVAL_HARD_NEGATIVES", "build_task", "check_task"]
 
-TASKS = ("visual_words", "pretrain", "vqa", "nlvr2", "retrieval")
-# What launcher/pretrain.py runs: the CNN stage (stand-in for ImageNet weights) and Pixel-BERT's.
-PRETRAIN_TASKS = ("visual_words", "pretrain")
-FINETUNE_TASKS = ("vqa", "nlvr2", "retrieval")
 # Retrieval scores pairs with the ITM head, as pre-training trained it.
 TASK_HEADS = {"visual_words": ["words"], "pretrain": ["mlm", "itm"], "vqa": ["vqa"], "nlvr2": ["nlvr2"], "retrieval": ["itm"]}
 # Hardest negatives in the retrieval softmax (the paper's 5 of 20).

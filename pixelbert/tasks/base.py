@@ -1,19 +1,22 @@
 """The task interface: what differs between pre-training and each fine-tuning task.
 
 The training engine knows only this: a task turns (model, batch) into a scalar loss and a
-dict of metrics, and can score a batch for evaluation. Heads live in the model; the task
-picks which heads it uses and how their outputs become a loss.
+dict of metrics. Heads live in the model; the task picks which heads it uses and how their
+outputs become a loss. Runtime-checkable, so tests can check every task class satisfies it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from pixelbert.batch import Batch
 
+__all__ = ["Task"]
 
+
+@runtime_checkable
 class Task(Protocol):
     name: str
 

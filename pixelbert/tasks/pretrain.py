@@ -1,7 +1,7 @@
 """Pre-training objective: masked language modelling (MLM) + image-text matching (ITM).
 
-``loss = mlm_weight * MLM + itm_weight * ITM`` with random pixel sampling on (the paper's
-100 pixels per image, ``model.pixel_samples``).
+``loss = mlm_weight * MLM + itm_weight * ITM`` with random pixel sampling (the paper's 100
+pixels per image, ``model.pixel_samples``) unless ``model.pixel_sampling`` is off.
 
 MLM is computed on matching pairs only. A masked word of a caption paired with a random
 other image can only be recovered from the text, so training MLM there would teach the
@@ -15,11 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelbert.batch import Batch
+from pixelbert.batch import IGNORE_INDEX, Batch
 
 __all__ = ["PretrainTask"]
-
-IGNORE = -100
 
 
 class PretrainTask:
@@ -29,10 +27,9 @@ class PretrainTask:
     name = "pretrain"
     summary_metrics = ("mlm_acc", "itm_acc")  # what the launcher's last line reports
 
-    def __init__(self, mlm_weight: float = 1.0, itm_weight: float = 1.0, sample_pixels: bool = True):
+    def __init__(self, mlm_weight: float = 1.0, itm_weight: float = 1.0):
         self.mlm_weight = mlm_weight
         self.itm_weight = itm_weight
-        self.sample_pixels = sample_pixels
 
     @classmethod
     def from_config(cls, config) -> "PretrainTask":
@@ -41,9 +38,9 @@ class PretrainTask:
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if batch.mlm_labels is None or batch.itm_labels is None:
             raise ValueError("pretrain task: the batch needs mlm_labels and itm_labels")
-        out = model(batch, sample_pixels=self.sample_pixels)
-        labels = batch.mlm_labels.masked_fill(batch.itm_labels[:, None] != 1, IGNORE)
-        positions = labels != IGNORE  # (B, L)
+        out = model(batch, sample_pixels=True)  # the model samples when model.pixel_sampling is on
+        labels = batch.mlm_labels.masked_fill(batch.itm_labels[:, None] != 1, IGNORE_INDEX)
+        positions = labels != IGNORE_INDEX  # (B, L)
         mlm_logits = model.mlm_logits(out, positions).float()  # (M, V); fp32 loss under bf16
         targets = labels[positions]
         if targets.numel():

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from pixelbert.batch import Batch
-from pixelbert.tasks.pretrain import IGNORE
+from pixelbert.batch import IGNORE_INDEX, Batch
 
 __all__ = ["VisualWordsTask", "caption_word_targets"]
 
@@ -33,7 +32,7 @@ def caption_word_targets(batch: Batch, vocab_size: int, special_ids: list[int]) 
     are left out."""
     ids = batch.input_ids
     if batch.mlm_labels is not None:  # the collator's [MASK]s and random swaps: the original token
-        ids = torch.where(batch.mlm_labels != IGNORE, batch.mlm_labels, ids)
+        ids = torch.where(batch.mlm_labels != IGNORE_INDEX, batch.mlm_labels, ids)
     keep = batch.attention_mask.bool()
     for special in special_ids:
         keep &= ids != special

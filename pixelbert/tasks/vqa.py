@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelbert.batch import Batch
+from pixelbert.config import VQA_LOSSES
 
 __all__ = ["VQATask", "vqa_soft_score"]
 
@@ -40,8 +41,8 @@ class VQATask:
     def __init__(self, reduction: str = "scaled", loss: str = "bce"):
         if reduction not in ("scaled", "mean"):
             raise ValueError(f"VQATask: reduction must be 'scaled' or 'mean', got {reduction!r}")
-        if loss not in ("bce", "softmax"):
-            raise ValueError(f"VQATask: loss must be 'bce' or 'softmax', got {loss!r}")
+        if loss not in VQA_LOSSES:
+            raise ValueError(f"VQATask: loss must be one of {VQA_LOSSES}, got {loss!r}")
         self.reduction, self.loss_kind = reduction, loss
 
     def _logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:

@@ -24,22 +24,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from pixelbert.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, config_from_dict, load_config, read_json_object
+from pixelbert.config import (
+    PATH_KEYS,
+    SECTIONS,
+    Config,
+    ConfigError,
+    check_fields,
+    config_from_dict,
+    load_config,
+    read_json_object,
+)
 
 __all__ = ["Sweep", "SAMPLERS", "load_sweep", "search_space", "trial_config", "base_config", "max_epochs",
            "trial_resources", "trial_run_dir", "run_sweep", "unfinished_trials", "best_config", "write_best_config"]
 
 SAMPLERS = ("uniform", "loguniform", "choice", "randint", "grid")
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
-_PATHS = (("data", "shards"), ("data", "root"), ("model", "backbone_weights"), ("model", "text_model"),
-          ("model", "tokenizer"))
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Sweep:
 
 def _check_param(name: str, spec: Any, source: str) -> None:
     section, _, key = name.partition(".")
-    if section not in _SECTIONS or key not in {f.name for f in dataclasses.fields(_SECTIONS[section])}:
+    if section not in SECTIONS or key not in {f.name for f in dataclasses.fields(SECTIONS[section])}:
         raise ConfigError(f"{source}: search_space key {name!r} is not a config key (section.key)")
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
         raise ConfigError(f"{source}: search_space {name!r} must be one of "
@@ -90,20 +94,10 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every problem is one ConfigError line naming the file and key."""
     path = Path(path)
     raw = read_json_object(path, "sweep file")
-    hints = typing.get_type_hints(Sweep)
-    known = {f.name for f in dataclasses.fields(Sweep)} - {"source"}
     for key in ("name", "base_config", "search_space"):
         if key not in raw:
             raise ConfigError(f"{path}: missing key '{key}'")
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-        want = hints[key]
-        base = [a for a in typing.get_args(want) if a is not type(None)] or [want]
-        if value is None and type(None) in typing.get_args(want):
-            continue
-        if base[0] is int and (isinstance(value, bool) or not isinstance(value, int)) or not isinstance(value, base[0]):
-            raise ConfigError(f"{path}: '{key}' must be {base[0].__name__}, got {type(value).__name__} {value!r}")
+    check_fields(Sweep, raw, str(path), exclude=("source",))
     sweep = Sweep(**raw, source=str(path))
     if not sweep.search_space:
         raise ConfigError(f"{path}: 'search_space' is empty")
@@ -129,7 +123,7 @@ def base_config(sweep: Sweep) -> dict:
     """The base config with the sweep's fixed ``set`` overrides, validated, paths made absolute, as a dict."""
     cfg = load_config(sweep.base_config, list(sweep.set))
     raw = cfg.to_dict()
-    for section, key in _PATHS:
+    for section, key in PATH_KEYS:
         value = raw[section].get(key)
         if isinstance(value, str) and not value.startswith("pkg:"):
             raw[section][key] = str(Path(value).resolve())
@@ -215,10 +209,8 @@ def run_sweep(sweep: Sweep, trainable: Callable, base: dict, metric: str, *, add
     if not resume and sweep.experiment_dir.exists():
         raise ConfigError(f"{path} exists: pass --resume to continue that sweep, or change 'name'")
     if not ray.is_initialized():
-        # Trials import launcher/ from the repository, wherever Ray starts them.
-        root = str(Path(__file__).resolve().parents[2])
-        pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONPATH": pythonpath}}
+        # Trials import only the installed pixelbert package; relative paths were made absolute.
+        env = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
         if address:
             ray.init(address=address, runtime_env=env)
         else:

@@ -81,28 +81,6 @@ def test_paired_negatives_give_every_image_its_caption_then_a_wrong_one(tokenize
     assert alone.itm_labels.tolist() == [1, 1]  # no wrong caption exists: positives only
 
 
-def test_hard_negatives_differ_in_one_word_each_word_as_often(tokenizer):
-    colours, shapes = ["red", "blue", "green", "gray"], ["circle", "square", "triangle"]
-    pool = [[f"a {c} {s}"] for c in colours for s in shapes] + [["two dogs play"]]
-    items = samples(len(pool), texts=pool)
-    changed = {1: 0, 2: 0}
-    for seed in range(40):
-        batch = collate(tokenizer, items=items, seed=seed, itm_paired_negatives=True, itm_hard_negatives=True)
-        rows = list(zip(batch.image_index.tolist(), batch.itm_labels.tolist(), batch.meta["texts"]))
-        for image, label, text in rows:
-            own = items[image].texts[0].split()
-            if label == 0 and own[0] == "a":
-                diff = [k for k, (a, b) in enumerate(zip(own, text.split())) if a != b]
-                assert len(diff) == 1 and text not in items[image].texts  # one word apart, still wrong
-                changed[diff[0]] += 1
-            elif label == 0:  # nothing is a word apart from "two dogs play": any wrong caption
-                assert text != "two dogs play"
-    # colour and shape each about half of the time, although 3 of 5 one-word neighbours are colours
-    assert changed[1] + changed[2] == 40 * 12 and 0.4 < changed[2] / (40 * 12) < 0.6
-    plain = collate(tokenizer, items=items, seed=0, itm_paired_negatives=True)
-    assert plain.itm_labels.tolist().count(0) == len(pool)
-
-
 def test_a_batch_without_any_other_caption_keeps_positives(tokenizer):
     batch = collate(tokenizer, items=samples(3, texts=[["same"]] * 3), itm_negative_probability=1.0)
     assert batch.itm_labels.tolist() == [1, 1, 1]
@@ -176,16 +154,56 @@ def test_questions_of_one_image_share_one_image_in_the_batch(tokenizer):
     assert batch.meta["image_ids"] == ["img1", "img2"] and torch.equal(batch.images[0], image)
 
 
-def test_whole_word_masking_chooses_every_piece_of_a_word_together(tokenizer):
-    items = samples(200, captions=1, texts=[["a blue rectangle near a red triangle"]] * 200)
-    batch = collate(tokenizer, items=items, itm_negative_probability=0.0, mlm_probability=0.3, whole_word_masking=True)
-    ids = tokenizer("rectangle", add_special_tokens=False)["input_ids"]
-    assert len(ids) == 2  # "rec", "##tangle"
-    row = tokenizer("a blue rectangle near a red triangle")["input_ids"]
-    j = row.index(ids[0])
-    chosen = batch.mlm_labels != -100
-    assert torch.equal(chosen[:, j], chosen[:, j + 1])  # both pieces or neither
-    assert 0.15 < chosen[:, j].float().mean() < 0.45
-    per_piece = collate(tokenizer, items=items, itm_negative_probability=0.0, mlm_probability=0.3)
-    apart = (per_piece.mlm_labels[:, j] != -100) != (per_piece.mlm_labels[:, j + 1] != -100)
-    assert apart.any()  # without it, the pieces are drawn apart
+def test_special_token_strings_in_a_text_are_tokenized_as_plain_words(tokenizer):
+    text = "is the [MASK] left of the [SEP] [CLS] [PAD] [UNK] sign?"
+    items = [Sample(key="a", image_ids=["1"], texts=[text], targets={"x": 1.0}, images=[torch.randn(3, 8, 8)])]
+    ids = collate(tokenizer, "vqa", items, answers=["x"]).input_ids[0].tolist()
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert not set(tokenizer.all_special_ids) & set(ids[1:-1])
+    assert tokenizer.convert_ids_to_tokens(ids[3:6]) == ["[", "mask", "]"]
+
+
+def test_mlm_never_masks_or_labels_padding_on_a_padded_batch(tokenizer):
+    # Captions of very different lengths: most rows end in [PAD]; a high rate makes every
+    # real token likely to be chosen, so a pad position that may be chosen will be.
+    items = samples(24, texts=[[" ".join(["dog"] * (1 + i % 12))] for i in range(24)])
+    batch = collate(tokenizer, items=items, itm_negative_probability=0.0, mlm_probability=0.9)
+    padding = batch.attention_mask == 0
+    assert padding.sum() > 100
+    assert (batch.mlm_labels[padding] == -100).all()
+    assert (batch.input_ids[padding] == tokenizer.pad_token_id).all()
+    assert (batch.mlm_labels[~padding] != -100).any()
+
+
+def test_itm_negatives_never_use_a_caption_of_another_sample_of_the_same_image(tokenizer):
+    # Two samples of image "a" (two annotations of one picture) with different captions: each is
+    # a caption of image "a", so it can never be that image's wrong caption.
+    texts = {"a": ["a red car", "a car parked in the street"], "b": ["two cats sleep"]}
+    items = [Sample(key=f"k{i}", image_ids=[image], texts=[text], images=[torch.randn(3, 8, 8)])
+             for i, (image, text) in enumerate([("a", texts["a"][0]), ("a", texts["a"][1]), ("b", texts["b"][0])])]
+    for seed in range(20):
+        batch = collate(tokenizer, items=items, seed=seed, itm_negative_probability=1.0)
+        for row, label in enumerate(batch.itm_labels.tolist()):
+            image = items[row].image_ids[0]
+            assert (batch.meta["texts"][row] in texts[image]) == (label == 1), (seed, row)
+    alone = collate(tokenizer, items=items[:2], itm_negative_probability=1.0)
+    assert alone.itm_labels.tolist() == [1, 1]  # the batch holds no other image: positives only
+
+
+def test_an_nlvr2_flip_mirrors_and_swaps_the_two_images_as_it_swaps_left_and_right(tokenizer):
+    text = "the left image has more dogs than the right image"
+    items = [Sample(key=f"k{i}", image_ids=[f"{i}-img0", f"{i}-img1"], texts=[text], label=i % 2,
+                    images=[torch.randn(3, 6, 7), torch.randn(3, 6, 7)]) for i in range(8)]
+    originals = [[im.clone() for im in s.images] for s in items]
+    batch = collate(tokenizer, "nlvr2", items, hflip=True)
+    flipped = batch.meta["flipped"]
+    assert any(flipped) and not all(flipped)
+    rows = batch.row_images()
+    for i, f in enumerate(flipped):
+        left, right = batch.images[rows[2 * i]], batch.images[rows[2 * i + 1]]
+        if f:  # the mirrored scene: the old right image, mirrored, is now on the left
+            assert torch.equal(left, originals[i][1].flip(-1)) and torch.equal(right, originals[i][0].flip(-1))
+            assert batch.meta["texts"][2 * i] == "the right image has more dogs than the left image"
+        else:
+            assert torch.equal(left, originals[i][0]) and torch.equal(right, originals[i][1])
+            assert batch.meta["texts"][2 * i] == text

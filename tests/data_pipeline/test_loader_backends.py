@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data_pipeline.loaders import build_loader, dali_device
+from data_pipeline.loaders import build_loader, dali_device, resolve_backend
 from data_pipeline.records import DataError
-from pixelbert.config import config_from_dict
+from pixelbert.config import BACKENDS as CONFIG_BACKENDS, config_from_dict
 
 from data_helpers import BACKENDS, assert_same_batch, make_config
 from fake_datasets import FORMATS, TASK_OF
@@ -165,3 +165,8 @@ def test_dali_resumes_exactly_in_unequal_rank_blocks(rank, shards, tokenizer):
     resumed = load(shards("coco_karpathy"), "pretrain", "dali", tokenizer, **args)
     resumed.load_state_dict(first.state_dict())
     assert head + [k for b in resumed for k in b.meta["keys"]] == full and len(full) == 4 + rank
+
+
+@pytest.mark.parametrize("name", CONFIG_BACKENDS)
+def test_every_backend_name_the_config_accepts_runs_one_of_the_loaders(name):
+    assert resolve_backend(name) in BACKENDS

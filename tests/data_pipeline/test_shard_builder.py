@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import subprocess
 import sys
 import tarfile
 
@@ -135,3 +138,70 @@ def test_split_whose_images_are_all_missing_is_an_error(raw_root, tmp_path):
             (tmp_path / p.name).symlink_to(p)
     with pytest.raises(DataError, match=r"split 'val' has no usable sample \(rejected: {'missing_image': 4}\)"):
         build_shards("coco", tmp_path, tmp_path / "out", progress=False)
+
+
+# --out: only ever a new or empty folder, or an earlier build, is replaced -----------------------
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_equal_to_root_is_refused_and_the_dataset_is_untouched(tmp_path, capsys):
+    write_coco(tmp_path / "coco")
+    before = _snapshot(tmp_path / "coco")
+    args = ["--dataset", "coco", "--root", str(tmp_path / "coco"), "--out", str(tmp_path / "coco"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not shards of an earlier build" in err and "\n" not in err
+    assert _snapshot(tmp_path / "coco") == before
+
+
+def test_out_holding_other_files_is_refused_and_they_are_kept(raw_root, tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match=r"thesis\.tex"):
+        build_shards("coco", raw_root("coco"), tmp_path / "home", workers=1, progress=False)
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["thesis.tex"]
+
+
+def test_out_that_is_a_file_is_refused(raw_root, tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(DataError, match="is not a folder"):
+        build_shards("coco", raw_root("coco"), tmp_path / "out", workers=1, progress=False)
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_an_empty_out_folder_is_written_into(raw_root, tmp_path):
+    (tmp_path / "out").mkdir()
+    manifest = build_shards("coco", raw_root("coco"), tmp_path / "out", workers=1, progress=False)
+    assert manifest["splits"]["train"]["samples"] == 8 and (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_an_earlier_build_is_replaced(raw_root, tmp_path):
+    build_shards("coco", raw_root("coco"), tmp_path / "out", shard_size=2, workers=1, progress=False)
+    manifest = build_shards("coco", raw_root("coco"), tmp_path / "out", shard_size=50, workers=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json", "train-000000.idx", "train-000000.tar", "val-000000.idx", "val-000000.tar"]
+    assert manifest["options"]["shard_size"] == 50
+
+
+def test_an_earlier_build_with_a_file_added_is_refused(raw_root, tmp_path):
+    build_shards("coco", raw_root("coco"), tmp_path / "out", workers=1, progress=False)
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        build_shards("coco", raw_root("coco"), tmp_path / "out", workers=1, progress=False)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_scratch_folders_of_killed_builds_are_removed_by_the_next_build(raw_root, tmp_path):
+    host = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs, as after a killed build
+    killed = [tmp_path / f".out.{kind}-{host}-{gone.pid}" for kind in ("building", "old")]
+    killed.append(tmp_path / f".out.building-{gone.pid}")  # named as builds before the machine was in the name
+    running = tmp_path / f".out.building-{host}-{os.getppid()}"  # a build still in progress: left alone
+    for folder in killed + [running]:
+        folder.mkdir()
+        (folder / "train-000000.tar").write_bytes(b"partial")
+    build_shards("coco", raw_root("coco"), tmp_path / "out", workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "out"])

@@ -10,10 +10,13 @@ from torch import nn
 
 from pixelbert.config import TrainConfig
 from pixelbert.engine.optim import SplitOptimizer, WarmupStepDecay, build_param_groups, build_schedule
+from pixelbert.modeling.model import PixelBert
 
 
 class Toy(nn.Module):
     """A CNN trunk, a LayerNorm'd transformer-ish part and a head tied to an embedding."""
+
+    parameter_groups = PixelBert.parameter_groups  # the model's split: backbone.* is the CNN
 
     def __init__(self):
         super().__init__()
@@ -31,7 +34,7 @@ class Toy(nn.Module):
 
 
 def groups_by_name(model, train=None):
-    return {g["name"]: g for g in build_param_groups(model, model.backbone, train or TrainConfig())}
+    return {g["name"]: g for g in build_param_groups(model, train or TrainConfig())}
 
 
 def test_cnn_parameters_get_sgd_and_the_rest_adamw():
@@ -80,8 +83,8 @@ def test_split_step_equals_separate_sgd_and_adamw():
     model = Toy()
     ref = copy.deepcopy(model)
     x, ids = torch.randn(2, 3, 6, 6), torch.randint(0, 10, (2, 5))
-    opt = SplitOptimizer(build_param_groups(model, model.backbone, TrainConfig()))
-    ref_groups = build_param_groups(ref, ref.backbone, TrainConfig())
+    opt = SplitOptimizer(build_param_groups(model, TrainConfig()))
+    ref_groups = build_param_groups(ref, TrainConfig())
     sgd = torch.optim.SGD([g for g in ref_groups if g["rule"] == "sgd"], lr=0.1)
     adamw = torch.optim.AdamW([g for g in ref_groups if g["rule"] == "adamw"], lr=0.1)
     for _ in range(3):
@@ -97,7 +100,7 @@ def test_split_step_equals_separate_sgd_and_adamw():
 def test_split_steps_only_the_groups_it_holds_at_call_time():
     """ZeRO-1/2 hand the optimiser one group at a time by swapping param_groups."""
     model = Toy()
-    opt = SplitOptimizer(build_param_groups(model, model.backbone, TrainConfig()))
+    opt = SplitOptimizer(build_param_groups(model, TrainConfig()))
     model(torch.randn(1, 3, 6, 6), torch.zeros(1, 2, dtype=torch.long)).sum().backward()
     before = {id(p): p.detach().clone() for p in model.parameters()}
     everything = opt.param_groups
@@ -114,12 +117,12 @@ def test_state_dict_round_trip_keeps_stepping_identically():
     a, b = Toy(), None
     b = copy.deepcopy(a)
     x, ids = torch.randn(2, 3, 6, 6), torch.randint(0, 10, (2, 5))
-    opt_a = SplitOptimizer(build_param_groups(a, a.backbone, TrainConfig()))
+    opt_a = SplitOptimizer(build_param_groups(a, TrainConfig()))
     a(x, ids).sum().backward()
     opt_a.step()
     opt_a.zero_grad()
     b.load_state_dict(a.state_dict())
-    opt_b = SplitOptimizer(build_param_groups(b, b.backbone, TrainConfig()))
+    opt_b = SplitOptimizer(build_param_groups(b, TrainConfig()))
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from a file: no shared tensors
     for m, o in ((a, opt_a), (b, opt_b)):
         m(x, ids).sum().backward()
@@ -130,7 +133,7 @@ def test_state_dict_round_trip_keeps_stepping_identically():
 
 def test_non_finite_gradient_skips_the_step_when_the_optimiser_clips():
     model = Toy()
-    opt = SplitOptimizer(build_param_groups(model, model.backbone, TrainConfig()), max_grad_norm=1.0)
+    opt = SplitOptimizer(build_param_groups(model, TrainConfig()), max_grad_norm=1.0)
     for p in model.parameters():
         p.grad = torch.full_like(p, float("nan"))
     before = [p.detach().clone() for p in model.parameters()]
@@ -145,7 +148,7 @@ def lrs(schedule: WarmupStepDecay) -> dict[str, float]:
 def test_schedule_per_group_at_warmup_end_and_after_decays():
     train = TrainConfig(warmup_steps=10, decay_epochs=[2, 3], decay_factor=0.1)
     model = Toy()
-    schedule = build_schedule(SplitOptimizer(build_param_groups(model, model.backbone, train)), train, steps_per_epoch=20)
+    schedule = build_schedule(SplitOptimizer(build_param_groups(model, train)), train, steps_per_epoch=20)
     assert lrs(schedule)["cnn"] == pytest.approx(1e-2 / 10)  # first update: 1/10 of warm-up
     for _ in range(9):
         schedule.step()
@@ -164,10 +167,10 @@ def test_schedule_per_group_at_warmup_end_and_after_decays():
 def test_schedule_state_restores_the_lr():
     train = TrainConfig(warmup_steps=4, decay_epochs=[1], decay_factor=0.5)
     model = Toy()
-    s1 = build_schedule(SplitOptimizer(build_param_groups(model, model.backbone, train)), train, steps_per_epoch=6)
+    s1 = build_schedule(SplitOptimizer(build_param_groups(model, train)), train, steps_per_epoch=6)
     for _ in range(7):
         s1.step()
-    s2 = build_schedule(SplitOptimizer(build_param_groups(model, model.backbone, train)), train, steps_per_epoch=6)
+    s2 = build_schedule(SplitOptimizer(build_param_groups(model, train)), train, steps_per_epoch=6)
     s2.load_state_dict(s1.state_dict())
     assert lrs(s2) == lrs(s1) == pytest.approx({"cnn": 5e-3, "cnn_no_decay": 5e-3, "transformer": 5e-5,
                                                 "transformer_no_decay": 5e-5})

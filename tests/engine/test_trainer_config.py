@@ -18,7 +18,7 @@ def config(train=None, data=None, deepspeed=None):
 
 
 def cpu(precision="fp32") -> Hardware:
-    return Hardware("cpu", torch.device("cpu"), precision, "torch", "sdpa", "gloo")
+    return Hardware(torch.device("cpu"), precision, "torch", "sdpa", "gloo")
 
 
 def test_global_batch_derives_the_accumulation():

@@ -67,3 +67,12 @@ def test_export_of_a_missing_checkpoint(tmp_path, capsys):
 def test_export_of_a_folder_without_a_complete_checkpoint(tmp_path, capsys):
     (tmp_path / "ckpts").mkdir()
     assert "no complete checkpoint" in exit_line(capsys, export.main, [str(tmp_path / "ckpts"), str(tmp_path / "o")])
+
+
+def test_a_new_run_into_a_folder_that_holds_a_run_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    (run / "export" / "model.safetensors").write_bytes(b"earlier run")
+    err = exit_line(capsys, pretrain.main, ["--config", write(tmp_path, {"output_dir": str(run)})])
+    assert "already holds a run" in err and "--resume auto" in err and "--overwrite" in err
+    assert (run / "export" / "model.safetensors").read_bytes() == b"earlier run"

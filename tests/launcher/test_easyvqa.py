@@ -10,20 +10,20 @@ import pytest
 from PIL import Image
 
 from launcher import easyvqa
+from pixelbert.recipes import easyvqa as study
 from pixelbert.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("arm", [a for a, sets in easyvqa.ARMS.items() if sets is not None])
+@pytest.mark.parametrize("arm", [a for a, sets in study.ARMS.items() if sets is not None])
 def test_every_pretraining_arm_is_a_valid_override_of_the_shipped_config(arm):
-    cfg = load_config(REPO / "configs/tiny.json", easyvqa.ARMS[arm])
+    cfg = load_config(REPO / "configs/tiny.json", study.ARMS[arm])
     if arm == "mlm":
         assert cfg.train.itm_weight == 0 and cfg.data.itm_negative_probability == 0
         assert not cfg.data.itm_paired_negatives  # no negatives at all: MLM learns on every row
     if arm == "mlm_itm_nosample":
-        h = w = cfg.data.max_image_size // 16  # resnet18 to layer 3: stride 16
-        assert cfg.model.pixel_samples >= h * w  # sampling keeps every pixel
+        assert not cfg.model.pixel_sampling  # every pixel a token
     ft = load_config(REPO / "configs/finetune/easyvqa.json", ["data.subset_fraction=0.1"])
     assert ft.train.task == "vqa" and ft.model.feature_stage == cfg.model.feature_stage
 
@@ -51,7 +51,7 @@ def test_an_output_folder_that_already_holds_a_run_is_refused(tmp_path, capsys):
 
 def test_no_cnn_stage_means_a_random_trunk(tmp_path):
     args = argparse.Namespace(cnn_steps=0)
-    assert easyvqa.run_cnn_stage(tmp_path / "cnn", args) == (None, 0.0)
+    assert study.run_cnn_stage(tmp_path / "cnn", args) == (None, 0.0)
     assert not (tmp_path / "cnn").exists()
 
 
@@ -64,7 +64,7 @@ def summary(arm, curve, test, pre_s, ft_s, cnn_s=0.0):
 def test_table_has_one_row_per_arm_with_best_and_final_val_and_test(tmp_path):
     rows = [summary("no_pretrain", [(1, 50.0), (2, 70.0), (3, 65.0)], 64.5, 0, 180, cnn_s=90),
             summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120, cnn_s=90)]
-    easyvqa.write_table(rows, tmp_path / "table.md")
+    study.write_table(rows, tmp_path / "table.md")
     lines = (tmp_path / "table.md").read_text().splitlines()
     assert len(lines) == 4
     assert lines[2] == "| no_pretrain | 1.5 | 0.0 | 3.0 | 70.00 | 65.00 | 64.50 |"
@@ -72,5 +72,5 @@ def test_table_has_one_row_per_arm_with_best_and_final_val_and_test(tmp_path):
 
 
 def test_curve_png_is_written(tmp_path):
-    easyvqa.plot([summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120)], tmp_path / "curve.png")
+    study.plot([summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120)], tmp_path / "curve.png")
     assert np.asarray(Image.open(tmp_path / "curve.png")).ndim == 3

@@ -4,6 +4,7 @@ import torch
 
 from model_helpers import make_batch, tiny_model_config
 from pixelbert import build_model
+from pixelbert.config import HEAD_NAMES
 
 
 def test_mlm_decoder_shares_the_word_embedding_storage():
@@ -36,3 +37,8 @@ def test_heads_start_from_berts_initialisation():
     assert abs(vqa_out.weight.std().item() - 0.02) < 0.005
     assert model.heads["mlm"].bias.abs().sum() == 0
     assert torch.equal(model.heads["nlvr2"].mlp[2].weight, torch.ones(128))
+
+
+def test_every_head_the_config_accepts_is_built():
+    model = build_model(tiny_model_config(heads=list(HEAD_NAMES)))
+    assert list(model.heads) == list(HEAD_NAMES)

@@ -36,6 +36,12 @@ def test_training_without_sampling_sees_all_pixels():
     assert out.pixel_index is None and out.hidden.shape[1] == 8 + 16
 
 
+def test_pixel_sampling_off_keeps_every_pixel_when_sampling_is_asked_for():
+    model = build_model(tiny_model_config(pixel_samples=6, pixel_sampling=False)).train()
+    out = model(make_batch([(64, 64)]), sample_pixels=True, generator=torch.Generator().manual_seed(0))
+    assert out.pixel_index is None and out.hidden.shape[1] == 8 + 16
+
+
 def test_sampled_pixels_are_reproducible_and_change_per_step():
     model = build_model(tiny_model_config(pixel_samples=4)).train()
     batch = make_batch([(64, 64)])

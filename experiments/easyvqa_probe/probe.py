@@ -1,19 +1,25 @@
 """Which image property the model learns from which questions: a controlled probe on easy-VQA.
 
-    python benchmarks/easyvqa_probe.py --questions shape            # one question, shape labels
-    python benchmarks/easyvqa_probe.py --questions shape colour     # half of every batch each
-    python benchmarks/easyvqa_probe.py --questions shape colour --detach colour   # colour rows: no CNN gradient
-    python benchmarks/easyvqa_probe.py --questions shape colour --first-only 150   # shape first, then both
-    python benchmarks/easyvqa_probe.py --head trunk                 # linear probe on the CNN alone
-    python benchmarks/easyvqa_probe.py --questions shape colour --steps 700 --trunk-first 400 --freeze-bn
+    python experiments/easyvqa_probe/probe.py --questions shape            # one question, shape labels
+    python experiments/easyvqa_probe/probe.py --questions shape colour     # half of every batch each
+    python experiments/easyvqa_probe/probe.py --questions shape colour --detach colour   # colour rows: no CNN gradient
+    python experiments/easyvqa_probe/probe.py --questions shape colour --first-only 150   # shape first, then both
+    python experiments/easyvqa_probe/probe.py --head trunk                 # linear probe on the CNN alone
+    python experiments/easyvqa_probe/probe.py --questions shape colour --steps 700 --trunk-first 400 --freeze-bn
                                     # the CNN stage first (trunk head), then the model head, BN frozen
+    python experiments/easyvqa_probe/probe.py --split test          # score test images (final figures only)
 
-Why it exists: the easy-VQA run (README) learns colour but never shape. This trains the model of
-``configs/finetune/easyvqa.json`` (MiniLM + a random CNN, no pre-training) on the package's train
-images with fixed questions -- "what shape is in the image?" (circle / rectangle / triangle) and
-"what color is the shape?" (8 colours), labels read from the package's own questions -- and a
-linear head over the pooled output, and prints test accuracy per question every ``--steps / 5``
-steps. One thread (``--threads``) so two probes can run side by side on 2 cores.
+Why it exists: the easy-VQA run (README) learned colour but never shape. This trains the model of
+``configs/finetune/easyvqa.json`` (MiniLM + a random CNN, no pre-training) on the easy-VQA
+format's ``train`` images with fixed questions -- "what shape is in the image?" (circle /
+rectangle / triangle) and "what color is the shape?" (8 colours), labels read from the package's
+own questions -- and a linear head over the pooled output, and prints accuracy per question on
+``--split`` (default ``val``: the format's held-out last 10% of the package's train images; the
+test split chooses nothing) every ``--steps / 5`` steps. One thread (``--threads``) so two probes
+can run side by side on 2 cores.
+
+The logs in ``logs/`` predate the val default: they trained on all 4,000 package train images and
+scored 500 test images.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from data_pipeline.formats.easyvqa import COLORS, SHAPES  # noqa: E402
+from data_pipeline.formats.easyvqa import COLORS, SHAPES, read_easyvqa  # noqa: E402
 from data_pipeline.images import image_to_tensor  # noqa: E402
 from pixelbert.batch import Batch  # noqa: E402
 from pixelbert.config import load_config  # noqa: E402
@@ -40,22 +46,30 @@ from pixelbert.modeling.tokenizer import load_tokenizer  # noqa: E402
 
 SHAPES, COLOURS = list(SHAPES), list(COLORS)  # the format's answer words, in its order
 QUESTIONS = {"shape": ("what shape is in the image?", SHAPES), "colour": ("what color is the shape?", COLOURS)}
+EVAL_IMAGES = 500  # the first this many images of --split are scored (a bound on the time each score takes)
 
 
-def load_split(paths, questions, config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Normalised images with both a shape and a colour answer, and their labels per question kind."""
+def load_split(entries, config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Normalised images with both a shape and a colour answer, and their labels per question kind.
+
+    ``entries``: one split of the easy-VQA format's Source, [(record, [image path])]."""
     from PIL import Image
 
-    labels: dict[str, dict[int, int]] = {"shape": {}, "colour": {}}
-    for _, answer, image in zip(*questions):
-        for kind, (_, classes) in QUESTIONS.items():
-            if answer in classes:
-                labels[kind][image] = classes.index(answer)
-    ids = sorted(set(labels["shape"]) & set(labels["colour"]))
+    kept, labels = [], {kind: [] for kind in QUESTIONS}
+    for record, (path,) in entries:
+        found = {}
+        for q in record["questions"]:
+            for kind, (_, classes) in QUESTIONS.items():
+                if q["answers"][0] in classes:
+                    found[kind] = classes.index(q["answers"][0])
+        if len(found) == len(QUESTIONS):
+            kept.append(path)
+            for kind in QUESTIONS:
+                labels[kind].append(found[kind])
     d = config.data  # the loaders' resize and normalisation
-    x = torch.stack([image_to_tensor(Image.open(paths[i]).convert("RGB"), d.image_size, d.max_image_size, d.mean, d.std)
-                     for i in ids])
-    return x, {k: torch.tensor([v[i] for i in ids]) for k, v in labels.items()}
+    x = torch.stack([image_to_tensor(Image.open(path).convert("RGB"), d.image_size, d.max_image_size, d.mean, d.std)
+                     for path in kept])
+    return x, {k: torch.tensor(v) for k, v in labels.items()}
 
 
 def main(argv=None) -> None:
@@ -84,18 +98,20 @@ def main(argv=None) -> None:
                    help="add W x the trunk head's loss to every model-head step (an auxiliary CNN loss)")
     p.add_argument("--freeze-bn", action="store_true",
                    help="after --trunk-first, BatchNorm uses its running statistics (train = eval behaviour)")
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="images the accuracy is measured on (test: final figures only, never to choose)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--config", default=str(ROOT / "configs/finetune/easyvqa.json"))
     p.add_argument("--set", action="append", default=[], metavar="K=V")
     args = p.parse_args(argv)
-    import easy_vqa
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = load_config(args.config, args.set)
-    x_train, y_train = load_split(easy_vqa.get_train_image_paths(), easy_vqa.get_train_questions(), config)
-    x_test, y_test = load_split(easy_vqa.get_test_image_paths(), easy_vqa.get_test_questions(), config)
-    x_test, y_test = x_test[:500], {k: v[:500] for k, v in y_test.items()}
+    splits = read_easyvqa().splits  # the project's train / val / test rule
+    x_train, y_train = load_split(splits["train"], config)
+    x_eval, y_eval = load_split(splits[args.split], config)
+    x_eval, y_eval = x_eval[:EVAL_IMAGES], {k: v[:EVAL_IMAGES] for k, v in y_eval.items()}
     model = build_model(config).train()
     if args.no_pixel_norm:
         model.visual.norm = torch.nn.Identity()
@@ -176,14 +192,14 @@ def main(argv=None) -> None:
             with torch.no_grad():
                 acc = {}
                 for n, k in enumerate(kinds):
-                    out = logits(x_test, torch.full((len(x_test),), n), trunk)
+                    out = logits(x_eval, torch.full((len(x_eval),), n), trunk)
                     part = out[:, offset[k]:offset[k] + len(QUESTIONS[k][1])]
-                    acc[k] = round((part.argmax(1) == y_test[k]).float().mean().item(), 3)
+                    acc[k] = round((part.argmax(1) == y_eval[k]).float().mean().item(), 3)
             model.train()
             head.train()
             trunk_head.train()
-            print(f"step {step} ({time.monotonic() - started:.0f} s) loss {loss.item():.3f} test accuracy {acc}",
-                  flush=True)
+            seconds = time.monotonic() - started
+            print(f"step {step} ({seconds:.0f} s) loss {loss.item():.3f} {args.split} accuracy {acc}", flush=True)
 
 
 if __name__ == "__main__":
