@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE = 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 export TRANSFORMERS_OFFLINE = 1
 
-.PHONY: venv demo test
+.PHONY: venv demo test rehearse
 
 venv: $(STAMP)
 
@@ -31,3 +31,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# configs/r50.json and configs/x152.json on tiny COCO + VG shards, 2 DeepSpeed CPU ranks: 2 steps,
+# resume from step 1, export. Not in `make test`: it would take the suite past 15 minutes on 2 cores.
+rehearse: $(STAMP)
+	PIXELBERT_REHEARSAL=1 $(PY) -m pytest -q tests/launcher/test_paper_configs.py

@@ -28,7 +28,7 @@ TEXT = 40
 def _sizes(ctx: harness.Context) -> dict:
     if ctx.toy:
         return dict(hidden=32, heads=2, ffn=64, layers=1, batch=2, pixels=[10, 27, 105], text=8, no_dropout_variants=True)
-    if ctx.on_gpu:  # BERT-base, the full 12 layers, the paper's micro-batch
+    if ctx.on_gpu or ctx.dry_run:  # BERT-base, the full 12 layers, the paper's micro-batch
         return dict(hidden=768, heads=12, ffn=3072, layers=12, batch=32, pixels=[100, 273, 1050], text=TEXT,
                     no_dropout_variants=False)
     # CPU: torch's fused CPU kernel refuses dropout, so training-mode SDPA falls back to the math kernel;
@@ -37,13 +37,25 @@ def _sizes(ctx: harness.Context) -> dict:
                 no_dropout_variants=True)
 
 
+def prepare(ctx: harness.Context) -> list[str]:
+    s = _sizes(ctx)
+    length = s["text"] + max(s["pixels"])
+    cfg = BertConfig(hidden_size=s["hidden"], num_attention_heads=s["heads"], intermediate_size=s["ffn"],
+                     num_hidden_layers=s["layers"], max_position_embeddings=length, vocab_size=128,
+                     attn_implementation="sdpa")
+    with torch.device("meta"):
+        params = sum(p.numel() for p in BertModel(cfg, add_pooling_layer=False).parameters())
+    return [f"BertModel {s['layers']}x{s['hidden']} ({params / 1e6:.1f}M parameters) builds at up to {length} tokens; "
+            f"SDPA kernels to force: {', '.join(_backends(ctx)) or 'none'}"]
+
+
 def _backends(ctx: harness.Context) -> list[str]:
     from torch.nn.attention import SDPBackend
 
     names = ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"]
     if ctx.toy:
         names = ["MATH"]  # exercises the forcing path
-    elif not ctx.on_gpu:
+    elif not (ctx.on_gpu or ctx.dry_run):
         names = []  # CPU: math with dropout, the fused CPU kernel without (the *_p0 pair): nothing left to force
     return [n for n in names if hasattr(SDPBackend, n)]
 

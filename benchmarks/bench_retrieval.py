@@ -23,6 +23,7 @@ METHOD = (
     "transformer time per pair, which project both methods to COCO-1K (1K images x 5K captions)."
 )
 TARGETS = ["CNN-once retrieval scoring >= 5x faster than per-pair scoring (at COCO-1K scale)"]
+# COCO-1K's 5M pairs are never scored per pair here (hours even on a GPU): the verdict is projected.
 COCO_1K_CAPTIONS_PER_IMAGE = 5000  # COCO 1K test: every image against all 5K captions
 COCO_1K_PAIRS = 1000 * COCO_1K_CAPTIONS_PER_IMAGE
 
@@ -30,7 +31,7 @@ COCO_1K_PAIRS = 1000 * COCO_1K_CAPTIONS_PER_IMAGE
 def _cases(ctx: harness.Context) -> list[dict]:
     if ctx.toy:
         return [dict(name="tiny", overrides=[], images=2, captions=4, chunk=4, target=True)]
-    if ctx.on_gpu:
+    if ctx.on_gpu or ctx.dry_run:
         return [dict(name="r50", overrides=[], images=8, captions=64, chunk=64, target=True),
                 dict(name="x152", overrides=[], images=8, captions=64, chunk=64, target=False)]
     return [
@@ -39,6 +40,11 @@ def _cases(ctx: harness.Context) -> list[dict]:
              target=True),
         dict(name="tiny", overrides=[], images=16, captions=16, chunk=64, target=False),
     ]
+
+
+def prepare(ctx: harness.Context) -> list[str]:
+    return [f"{c['name']}: {workload.check_build(workload.bench_config(c['name'], toy=ctx.toy, overrides=c['overrides']))}"
+            for c in _cases(ctx)]
 
 
 def _forward_flops(model, images: torch.Tensor, rows: int, seq_len: int) -> dict:
@@ -127,8 +133,10 @@ def run(ctx: harness.Context) -> dict:
                       "COCO-1K h cnn_once": c["coco1k_hours_cnn_once"], "COCO-1K h per_pair": c["coco1k_hours_per_pair"]})
     head = next(c for c in cases if c["target"])
     r = head["ratio_coco1k_projected"]
-    why = "" if r >= 5 else (
-        f"the transformer bounds it: with the CNN amortised over 5000 captions, each pair still costs "
+    why = (f"projected to COCO-1K from {head['config']} at {'x'.join(map(str, head['image_hw']))}, "
+           f"{head['images']} images x {head['captions']} captions (measured there: {head['ratio']:.2f}x)")
+    why += "" if r >= 5 else (
+        f"; the transformer bounds it: with the CNN amortised over 5000 captions, each pair still costs "
         f"{head['transformer_s_per_pair'] * 1e3:.1f} ms of {head['seq_len']}-token transformer against "
         f"{head['cnn_s_per_image'] * 1e3:.1f} ms of CNN per image (FLOPs: {head['flops']['transformer_per_pair'] / 1e9:.1f} "
         f"vs {head['flops']['cnn_per_image'] / 1e9:.1f} GFLOP), so (CNN + transformer) / transformer = {r:.1f}x")
@@ -138,4 +146,4 @@ def run(ctx: harness.Context) -> dict:
              f"the directly measured ratio at I x C = {head['images']}x{head['captions']} was {head['ratio']:.2f}",
              "COCO-1K h: hours to score 1K images x 5K captions at the measured rates"]
     return {"method": METHOD, "cases": cases, "table": table,
-            "targets": [harness.target(TARGETS[0], r, 5.0, why=why)], "notes": notes}
+            "targets": [harness.target(TARGETS[0], r, 5.0, why=why, projected=True)], "notes": notes}

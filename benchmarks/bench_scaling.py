@@ -73,6 +73,13 @@ def prestart(ctx: harness.Context) -> None:
         _PRESTARTED[2] = _start(2, _TOY["config"], True, _TOY["steps"], _TOY["warmup"])
 
 
+def prepare(ctx: harness.Context) -> list[str]:
+    from benchmarks import scaling_worker, workload  # noqa: F401 - what each torchrun rank imports
+
+    return [f"r50: {workload.check_build(workload.bench_config('r50'))}",
+            f"worker {WORKER.name} imports; needs 2+ GPUs (a one-GPU machine reports it not measurable)"]
+
+
 def run(ctx: harness.Context) -> dict:
     gpus = torch.cuda.device_count() if ctx.on_gpu else 0
     if ctx.on_gpu and gpus < 2:

@@ -22,6 +22,8 @@ from typing import Any, Callable
 import torch
 
 NOT_MEASURED = "not measured"
+# Verdicts read off a cost model fitted to smaller measurements, never off a measurement at the stated scale.
+PROJECTED_MET, PROJECTED_NOT_MET = "projected: met", "projected: not met"
 
 
 # ----------------------------------------------------------------------------- context
@@ -36,6 +38,8 @@ class Context:
     warmup: int = 2
     # Seconds one benchmark may spend; benchmarks scale their case lists to stay inside it.
     budget_s: float = 300.0
+    # --suite gpu --dry-run without CUDA: benchmarks only ``prepare`` (imports, configs), nothing runs.
+    dry_run: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -208,8 +212,12 @@ def target(
     why: str = "",
     met: bool | str | None = None,
     cross_check: float | None = None,
+    projected: bool = False,
 ) -> dict:
     """One target line: ``met`` is derived from measured vs threshold unless given.
+
+    ``projected``: ``measured`` comes from a cost model, not from a run at the target's scale, so
+    the verdict reads "projected: met" / "projected: not met" and ``why`` must say from what.
 
     ``cross_check``: the same quantity by a second estimator (ratio of medians next to the paired
     ratio). When the two fall on opposite sides of the threshold the verdict is within noise, and
@@ -220,6 +228,8 @@ def target(
             met = NOT_MEASURED
         else:
             met = bool(measured >= threshold) if higher_is_better else bool(measured <= threshold)
+    if projected and isinstance(met, bool):
+        met = PROJECTED_MET if met else PROJECTED_NOT_MET
     if cross_check is not None and measured is not None and threshold is not None:
         if (measured >= threshold) != (cross_check >= threshold):
             why = (why + "; " if why else "") + (
@@ -321,7 +331,8 @@ def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 def summary_markdown(results: list[dict], machine: dict) -> str:
     """One page: every target with measured ratio and met, then each benchmark's table."""
-    lines = [f"# Benchmark results ({results[0]['suite'] if results else '?'} suite)\n"]
+    dry = " -- dry run: imports and configs checked, nothing measured" if results and results[0].get("dry_run") else ""
+    lines = [f"# Benchmark results ({results[0]['suite'] if results else '?'} suite{dry})\n"]
     v = machine["versions"]
     lines.append(
         f"Machine: {machine['cpu_model']}, {machine['cpus_usable']} usable CPUs ({machine['logical_cpus']} logical), "
@@ -371,10 +382,10 @@ def check_schema(result: dict) -> list[str]:
         missing = TARGET_KEYS - set(t)
         if missing:
             problems.append(f"target {t.get('target')!r} lacks {sorted(missing)}")
-        elif not (t["met"] is True or t["met"] is False or t["met"] == NOT_MEASURED):
-            problems.append(f"target {t['target']!r}: met must be true, false or {NOT_MEASURED!r}")
-        elif t["met"] is False and not t["why"]:
-            problems.append(f"target {t['target']!r} missed without a why")
+        elif not (t["met"] is True or t["met"] is False or t["met"] in (NOT_MEASURED, PROJECTED_MET, PROJECTED_NOT_MET)):
+            problems.append(f"target {t['target']!r}: met must be true, false, {NOT_MEASURED!r} or projected")
+        elif t["met"] in (False, PROJECTED_MET, PROJECTED_NOT_MET) and not t["why"]:
+            problems.append(f"target {t['target']!r}: {t['met']} without a why")
     if not result.get("targets"):
         problems.append("no targets")
     return problems

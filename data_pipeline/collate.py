@@ -36,7 +36,7 @@ from pixelbert.config import DataConfig
 
 from data_pipeline.records import Sample
 
-__all__ = ["Collator", "pad_images", "mask_tokens"]
+__all__ = ["Collator", "pad_images", "tokenize", "mask_tokens"]
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -59,6 +59,12 @@ def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out[i, :, : x.shape[1], : x.shape[2]] = x
         mask[i, : x.shape[1], : x.shape[2]] = True
     return out, mask
+
+
+def tokenize(tokenizer, texts: list[str], max_len: int):
+    """Texts -> input_ids, attention_mask (B, L) and special_tokens_mask, padded to the longest, cut at max_len."""
+    return tokenizer(texts, padding="longest", truncation=True, max_length=max_len,
+                     return_special_tokens_mask=True, return_tensors="pt")
 
 
 def mask_tokens(
@@ -111,8 +117,7 @@ class Collator:
         texts, image_index = rows.pop("texts"), [slot_of[j] for j in rows.pop("image_index")]
         if not texts:
             return None
-        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.data.max_text_len,
-                             return_special_tokens_mask=True, return_tensors="pt")
+        enc = tokenize(self.tokenizer, texts, self.data.max_text_len)
         input_ids, attention = enc["input_ids"], enc["attention_mask"]
         mlm_labels = None
         if self.task == "pretrain":

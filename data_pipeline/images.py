@@ -24,7 +24,8 @@ from PIL import Image, ImageOps
 
 from data_pipeline.records import BadSample
 
-__all__ = ["IMAGE_EXTS", "decode_image", "target_size", "image_to_tensor", "encode_for_shard"]
+__all__ = ["IMAGE_EXTS", "decode_image", "oriented_rgb", "target_size", "image_to_tensor", "resized_uint8",
+           "normalize_images", "encode_for_shard"]
 
 # Formats stored as they come; anything else is re-encoded to PNG at build time, so that
 # every stored image is one both DALI's decoders and PIL read the same way.
@@ -54,14 +55,21 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             raise BadSample("corrupt", f"empty image {w}x{h}")
         try:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return oriented_rgb(im)
         except BadSample:
             raise
         except Image.DecompressionBombError:
             raise BadSample("too_large", "PIL decompression bomb limit") from None
         except Exception as e:
             raise BadSample("corrupt", f"undecodable image ({type(e).__name__}: {e})") from None
+
+
+def oriented_rgb(im: Image.Image) -> Image.Image:
+    """A decoded image -> what the model sees of it before resizing: EXIF orientation applied, 8-bit RGB.
+
+    ``decode_image`` ends with it; an image a caller already holds (``pixelbert.Processor``) goes through it too.
+    """
+    return _to_rgb(ImageOps.exif_transpose(im))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -96,18 +104,29 @@ def target_size(h: int, w: int, shorter: int, longer: int) -> tuple[int, int]:
 
 
 def image_to_tensor(im: Image.Image, shorter: int, longer: int, mean, std) -> torch.Tensor:
-    """(3, h, w) float: resized keeping aspect ratio (bilinear, antialiased), normalised.
+    """(3, h, w) float: resized keeping aspect ratio (bilinear, antialiased), normalised."""
+    return normalize_images(resized_uint8(im, shorter, longer), mean, std)
 
-    Resized in float and rounded back to 0..255, as DALI resizes uint8 images to uint8.
+
+def resized_uint8(im: Image.Image, shorter: int, longer: int) -> torch.Tensor:
+    """(3, h, w) uint8: resized keeping aspect ratio (bilinear, antialiased), not yet normalised.
+
+    Resized in float and rounded back to 0..255, as DALI resizes uint8 images to uint8; a quarter
+    of the float image's bytes for a loader that normalises on the GPU.
     """
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float()  # (3, H, W)
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, H, W)
     th, tw = target_size(x.shape[1], x.shape[2], shorter, longer)
     if (th, tw) != tuple(x.shape[1:]):
-        x = F.interpolate(x[None], size=(th, tw), mode="bilinear", antialias=True, align_corners=False)[0]
-        x = x.round_().clamp_(0, 255)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
-    return (x - mean_t) / std_t
+        x = F.interpolate(x[None].float(), size=(th, tw), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = x.round_().clamp_(0, 255).to(torch.uint8)
+    return x
+
+
+def normalize_images(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (..., 3, h, w) -> float32 (x - 255 mean) / (255 std), on x's device."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1) * 255.0
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1) * 255.0
+    return (x.float() - mean_t) / std_t
 
 
 def encode_for_shard(

@@ -18,6 +18,19 @@ Both backends read exactly this plan, so they yield the same samples in the same
   several questions per image and the model's CNN runs once for all of them.
 * Subsets. ``subset_fraction`` < 1 keeps a fixed (seed-chosen, same every epoch) share of
   every shard's units.
+* Mixtures. The shards may come from several sources (``data.shards`` lists several folders),
+  source i holding N_i units (after the subset) with weight w_i. A training epoch takes
+  n_i = round(w_i * N_i) units (halves up) from source i: floor(n_i / N_i) full passes over its
+  units, then n_i mod N_i units drawn without replacement with (seed, epoch, i); every pass is
+  read in the shard + in-shard order above, drawn with (seed, epoch, i, pass). The sources'
+  streams are then cut into chunks of B units (grouped: a chunk ends with a whole sample) and
+  merged: chunk c of source i's C_i chunks goes at (c + 1/2) / C_i of the epoch (ties: the
+  earlier source first). So every stretch of the epoch holds the sources in the ratio of their
+  n_i, a chunk is read from one source (DALI then reads a run of one tar per chunk, not per
+  unit), and the epoch is N = sum n_i units, cut into rank blocks as above. Evaluation
+  ignores weights: every unit of every source once, in stored order, source after source.
+  Source 0's first pass is drawn exactly as a single source's epoch, so one folder of
+  weight 1 reads as it always did.
 """
 
 from __future__ import annotations
@@ -27,10 +40,13 @@ import numpy as np
 __all__ = ["EpochPlan"]
 
 _SUBSET_STREAM = 0x5B5E7  # separates the subset draw from the epoch-order draws of the same seed
+_DRAW_STREAM = 0xD4A3  # a source's partial pass (weight not a whole number)
+_PASS_STREAM = 0x9A55  # the order of every source's pass but source 0's first
 
 
 class EpochPlan:
-    """``units_per_sample``: per shard, the unit count of every sample (0 = skip the sample)."""
+    """``units_per_sample``: per shard, the unit count of every sample (0 = skip the sample).
+    ``sources``: (number of shards, weight) of every source, in shard order; None: one source."""
 
     def __init__(
         self,
@@ -44,9 +60,13 @@ class EpochPlan:
         drop_last: bool,
         subset_fraction: float = 1.0,
         group_by_sample: bool = False,
+        sources: list[tuple[int, float]] | None = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
+        sources = sources or [(len(units_per_sample), 1.0)]
+        if sum(n for n, _ in sources) != len(units_per_sample):
+            raise ValueError(f"sources hold {sum(n for n, _ in sources)} shards, the plan {len(units_per_sample)}")
         self.seed, self.shuffle, self.drop_last, self.group_by_sample = seed, shuffle, drop_last, group_by_sample
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self._ends = [np.cumsum(c) for c in units_per_sample]  # unit u of shard s is in sample searchsorted(ends, u, "right")
@@ -58,7 +78,12 @@ class EpochPlan:
                 keep = int(round(n * subset_fraction))
                 units = np.sort(np.random.default_rng([seed, _SUBSET_STREAM, s]).permutation(n)[:keep])
             self._units.append(units)
-        self.total = sum(len(u) for u in self._units)
+        firsts = np.cumsum([0] + [n for n, _ in sources])
+        self._source_shards = [range(int(a), int(b)) for a, b in zip(firsts[:-1], firsts[1:])]
+        kept = [sum(len(self._units[s]) for s in shards) for shards in self._source_shards]
+        # Units every source gives an epoch: round(weight x units) in training, each unit once in evaluation.
+        self.source_units = [int(w * n + 0.5) if shuffle else n for n, (_, w) in zip(kept, sources)]
+        self.total = sum(self.source_units)
 
     def bounds(self, q: int, total: int | None = None) -> tuple[int, int]:
         """[start, end) of rank ``q``'s block in a stream of ``total`` units (DALI's split)."""
@@ -77,25 +102,71 @@ class EpochPlan:
 
     def stream(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The whole epoch, all ranks: (shard ids, local unit ids), both (N,)."""
-        shard_order = np.arange(len(self._units))
-        if self.shuffle:
-            shard_order = np.random.default_rng([self.seed, epoch]).permutation(len(self._units))
-        shards, units = [], []
-        for s in shard_order:
-            u = self._units[s]
-            if self.shuffle:
-                rng = np.random.default_rng([self.seed, epoch, int(s) + 1])
+        if not self.shuffle:
+            return self._pass(range(len(self._units)), self._units, None)
+        streams = [self._source_stream(i, epoch) for i in range(len(self._source_shards))]
+        if len(streams) == 1:
+            return streams[0]
+        return self._merge(streams)
+
+    def _source_stream(self, i: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source ``i``'s units of a training epoch: its full passes, then its partial one."""
+        shards = self._source_shards[i]
+        units = [self._units[s] for s in shards]
+        have, want = sum(len(u) for u in units), self.source_units[i]
+        full, extra = divmod(want, have) if have else (0, 0)
+        passes = []
+        for p in range(full + (extra > 0)):
+            chosen = units
+            if p == full:  # the partial pass: ``extra`` of the source's units, drawn without replacement
+                keep = np.zeros(have, dtype=bool)
+                keep[np.random.default_rng([self.seed, epoch, _DRAW_STREAM, i + 1]).permutation(have)[:extra]] = True
+                chosen = [u[k] for u, k in zip(units, np.split(keep, np.cumsum([len(u) for u in units])[:-1]))]
+            key = [self.seed, epoch] if i == p == 0 else [self.seed, epoch, _PASS_STREAM, i, p]
+            passes.append(self._pass(shards, chosen, key))
+        if not passes:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate([a for a, _ in passes]), np.concatenate([b for _, b in passes])
+
+    def _pass(self, shards: range, units: list[np.ndarray], key: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """``units[k]`` of shard ``shards[k]`` once each: shards in order and units in stored order
+        (``key`` None), else shards permuted with ``key`` and units with ``key + [shard + 1]``."""
+        order = np.arange(len(shards))
+        if key is not None:
+            order = np.random.default_rng(key).permutation(len(shards))
+        out_shards, out_units = [], []
+        for k in order:
+            s, u = shards[k], units[k]
+            if key is not None:
+                rng = np.random.default_rng(key + [int(s) + 1])
                 if self.group_by_sample:
                     sample_of = np.searchsorted(self._ends[s], u, side="right")
                     rank_of = rng.permutation(len(self._ends[s]))  # position of every sample in the new order
                     u = u[np.lexsort((u, rank_of[sample_of]))]
                 else:
                     u = u[rng.permutation(len(u))]
-            shards.append(np.full(len(u), s, dtype=np.int64))
-            units.append(u)
-        if not shards:
+            out_shards.append(np.full(len(u), s, dtype=np.int64))
+            out_units.append(u)
+        if not out_shards:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(shards), np.concatenate(units)
+        return np.concatenate(out_shards), np.concatenate(out_units)
+
+    def _merge(self, streams: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Interleave the sources' streams chunk by chunk, each chunk at its share of the epoch."""
+        keys, source, position = [], [], []
+        for i, (shards, units) in enumerate(streams):
+            n = len(units)
+            chunk = np.arange(n) // self.batch_size
+            if self.group_by_sample and n:  # a sample's units stay in the chunk of its first unit
+                samples, _ = self.locate(shards, units)
+                starts = np.r_[True, (shards[1:] != shards[:-1]) | (samples[1:] != samples[:-1])]
+                chunk = chunk[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
+            chunks = int(chunk[-1]) + 1 if n else 1
+            keys.append((chunk + 0.5) / chunks)
+            source.append(np.full(n, i))
+            position.append(np.arange(n))
+        order = np.lexsort((np.concatenate(position), np.concatenate(source), np.concatenate(keys)))
+        return np.concatenate([s for s, _ in streams])[order], np.concatenate([u for _, u in streams])[order]
 
     def rank_units(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's units of the epoch, in reading order: (shard ids, local unit ids)."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelbert.config import did_you_mean
+
 from data_pipeline.images import IMAGE_EXTS
 from data_pipeline.records import TASK_FIELD, DataError
 
@@ -157,7 +159,7 @@ class ShardSet:
         self.shards = []
         for name in split.split("+"):
             if name not in splits:
-                raise DataError(f"{self.root}: no split {name!r} (has: {', '.join(sorted(splits))})")
+                raise DataError(f"{self.root}: no split {name!r} ({did_you_mean(name, sorted(splits))})")
             self.shards.extend(splits[name]["shards"])
         if not self.shards:
             raise DataError(f"{self.root}: split {split!r} has no samples")

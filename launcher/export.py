@@ -3,17 +3,16 @@
     python launcher/export.py CHECKPOINT_DIR OUT_DIR
 
 CHECKPOINT_DIR is a run folder (``train.output_dir``: its latest complete checkpoint), its
-``checkpoints/`` folder or one ``step_*`` folder. OUT_DIR loads with ``PixelBert.from_pretrained``
-and fine-tuning.
+``checkpoints/`` folder or one ``step_*`` folder. OUT_DIR loads with ``PixelBert.from_pretrained``,
+``Processor.from_pretrained`` (the run's preprocessing; a VQA model's answer list) and fine-tuning.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from launcher.cli import fail, user_errors
+from launcher.cli import user_errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,13 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint_dir")
     p.add_argument("out_dir")
     args = p.parse_args(argv)
-    source = Path(args.checkpoint_dir)
-    if not source.exists():
-        fail(f"{source}: no such checkpoint folder")
-    from pixelbert.engine.checkpoint import export_pretrained
+    from pixelbert import recipes
 
     with user_errors():
-        out = export_pretrained(source / "checkpoints" if (source / "checkpoints").is_dir() else source, args.out_dir)
+        out = recipes.export(args.checkpoint_dir, args.out_dir)
     print(f"exported model: {out}")
     return 0
 

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, metavar="DIR", help="pre-trained save_pretrained folder (omit: no pre-training)")
     p.add_argument("--eval-split", default="default", help="split scored every epoch (default: val; nlvr2: dev)")
     p.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument("--stop-at-val", type=float, metavar="VALUE",
+                   help="end (checkpointed and exported) at the first evaluation where the task's main metric >= VALUE")
     args = p.parse_args(argv)
     from pixelbert import recipes
 
@@ -38,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.init is not None:
             recipes.resolve_init(args.init)
     config = cli.load(args)
+    from pixelbert.evaluation.runner import MAIN_METRIC
+
     with cli.user_errors():
         result = recipes.finetune(config, task=args.task, init=args.init, resume=args.resume,
-                                  eval_split=None if args.no_eval else args.eval_split, overwrite=args.overwrite)
+                                  eval_split=None if args.no_eval else args.eval_split, overwrite=args.overwrite,
+                                  stop_at=None if args.stop_at_val is None else (MAIN_METRIC[args.task], args.stop_at_val))
     if cli.rank() == 0:
         out = Path(config.train.output_dir)
         shown = " ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())

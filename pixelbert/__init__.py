@@ -5,6 +5,8 @@
     model = build_model(cfg)                  # PixelBert
     out = model(batch, sample_pixels=True)    # PixelBertOutput
     model.save_pretrained("runs/export"); PixelBert.from_pretrained("runs/export")
+    batch = Processor.from_pretrained(run_dir)(images, texts)   # a run's export: its preprocessing
+    model.predict_vqa(batch), model.predict_itm(batch)          # (answer, probability), P(match)
 
 Model names load lazily, so ``import pixelbert.config`` stays light (no transformers import).
 """
@@ -21,6 +23,7 @@ __all__ = [
     "PixelBertOutput",
     "Batch",
     "load_tokenizer",
+    "Processor",
 ]
 
 _LAZY = {
@@ -28,6 +31,7 @@ _LAZY = {
     "PixelBert": "pixelbert.modeling.model",
     "PixelBertOutput": "pixelbert.modeling.model",
     "load_tokenizer": "pixelbert.modeling.tokenizer",
+    "Processor": "pixelbert.processor",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,9 +20,15 @@ from typing import Any
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "PREPROCESSOR_NAME",
+    "ANSWERS_NAME",
+    "PREPROCESSING_KEYS",
+    "did_you_mean",
     "ConfigError",
     "ModelConfig",
     "DataConfig",
+    "ShardSource",
+    "shard_sources",
     "TrainConfig",
     "Config",
     "load_config",
@@ -36,6 +43,11 @@ __all__ = [
     "PRETRAIN_TASKS",
     "FINETUNE_TASKS",
     "HEAD_NAMES",
+    "BACKBONE_NAMES",
+    "DEEPSPEED_PROJECT_KEYS",
+    "DEEPSPEED_PRECISION_SECTIONS",
+    "DEEPSPEED_CONFIG_NAME",
+    "check_deepspeed_section",
     "BACKENDS",
     "POOLINGS",
     "ATTN_IMPLEMENTATIONS",
@@ -50,6 +62,8 @@ PRETRAIN_TASKS = ("visual_words", "pretrain")
 FINETUNE_TASKS = ("vqa", "nlvr2", "retrieval")
 TASKS = PRETRAIN_TASKS + FINETUNE_TASKS
 HEAD_NAMES = ("mlm", "itm", "vqa", "nlvr2", "words")  # model.heads
+# model.backbone; pixelbert.modeling.backbone.BACKBONES holds the architecture of each.
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnext152_32x8d", "resnext152_32x4d")
 BACKENDS = ("auto", "dali", "torch")  # data.backend
 POOLINGS = ("cls", "mean")  # model.pooling
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # model.attn_implementation
@@ -57,14 +71,55 @@ CNN_OPTIMIZERS = ("sgd", "adamw")  # train.cnn_optimizer
 VQA_LOSSES = ("bce", "softmax")  # train.vqa_loss
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # train.precision
 
+# DeepSpeed keys that pixelbert sets from its own keys (named here): a deepspeed section that sets
+# one is refused, so that no value in a config file is silently replaced. None: always set, no key.
+DEEPSPEED_PROJECT_KEYS = {
+    "train_batch_size": "train.global_batch_size",
+    "train_micro_batch_size_per_gpu": "data.micro_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation",
+    "gradient_clipping": "train.grad_clip",
+    "optimizer": "train.cnn_optimizer and the train.lr_*, weight_decay_*, momentum_cnn keys",
+    "scheduler": "train.warmup_steps, train.decay_epochs and train.decay_factor",
+    "bf16.enabled": "train.precision",
+    "fp16.enabled": "train.precision",
+    "bfloat16": "train.precision",
+    "torch_autocast": "train.precision",
+    "zero_allow_untested_optimizer": None,  # the SplitOptimizer is not on ZeRO's list
+}
+# DeepSpeed sections that tune one precision (loss scaling, ...): honoured when train.precision names it.
+DEEPSPEED_PRECISION_SECTIONS = ("bf16", "fp16")
+# The DeepSpeed config a run resolved, beside its config.json.
+DEEPSPEED_CONFIG_NAME = "deepspeed_config.json"
+
 
 # The files of a saved model (``PixelBert.save_pretrained``): weights, and the model section.
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "pixelbert_config.json"
+# Beside them in an export: how images and texts become model input (``pixelbert.Processor``),
+# and a VQA model's answer list (answer i is logit i).
+PREPROCESSOR_NAME = "preprocessor_config.json"
+ANSWERS_NAME = "answers.json"
+# The data keys that preprocessing reads, saved with every export so predictions see what evaluation saw.
+PREPROCESSING_KEYS = ("image_size", "max_image_size", "mean", "std", "max_text_len", "max_image_pixels")
 
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line that names the file and the key."""
+
+
+def did_you_mean(word: str, known, prefix: str = "", otherwise: str | None = None) -> str:
+    """The hint after a mistyped name: "did you mean 'x'?" for a close one of ``known``, else
+    ``otherwise`` (default: the list of known names).
+
+    ``prefix`` (e.g. "model.") goes before the suggestion but is left out of the likeness, so that
+    a shared prefix does not make every key look close."""
+    import difflib
+
+    names = [str(k) for k in known]
+    close = difflib.get_close_matches(str(word), names, n=1)
+    if close:
+        return f"did you mean '{prefix}{close[0]}'?"
+    return otherwise if otherwise is not None else f"known: {', '.join(names)}"
 
 
 @dataclass
@@ -78,6 +133,8 @@ class ModelConfig:
     # smaller values keep a useful feature map on tiny (64x64) CPU images.
     feature_stage: int = 4
     frozen_bn: bool = False
+    # torch.compile the CNN trunk (fuses its masks, ReLUs and residual adds). Off until measured on a GPU.
+    compile_trunk: bool = False
     # The paper's extra 2x2 max-pool after the CNN (total stride 64 with feature_stage=4).
     extra_pool: bool = True
     # Random pixel sampling in pre-training; false: every pixel is a token.
@@ -108,11 +165,25 @@ class ModelConfig:
 
 
 @dataclass
+class ShardSource:
+    """One folder of a ``data.shards`` mixture, built by data_pipeline.build_shards for one dataset."""
+
+    path: str
+    # A training epoch takes round(weight x its units) from this folder: 1 every unit once, 0.5 a
+    # fresh half every epoch, 2 every unit twice (data_pipeline/plan.py defines the epoch).
+    weight: float = 1.0
+    # Prefixes its sample keys and names its bad-sample counters; default: its manifest's dataset.
+    name: str | None = None
+
+
+@dataclass
 class DataConfig:
-    # Dataset name the shards were built from (coco, coco_karpathy, flickr30k, vg, vqa, nlvr2, easyvqa).
+    # Dataset name the shards were built from (coco, coco_karpathy, flickr30k, vg, vqa, nlvr2, easyvqa);
+    # a label only when data.shards is a mixture.
     dataset: str = "easyvqa"
-    # Folder written by data_pipeline.build_shards (holds manifest.json).
-    shards: str = "runs/data/easyvqa_captions"
+    # Folder written by data_pipeline.build_shards (holds manifest.json), or a pre-training corpus of
+    # several such folders: a list of ShardSource objects, {"path": ..., "weight": 1.0, "name": null}.
+    shards: str | list = "runs/data/easyvqa_captions"
     # Where the raw files live, for datasets built on the fly.
     root: str | None = None
     # auto | dali | torch. auto: dali when importable, else torch.
@@ -249,11 +320,35 @@ def check_fields(cls: type, raw: dict, source: str, prefix: str = "", exclude: t
     known = {f.name for f in dataclasses.fields(cls)} - set(exclude)
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' ({did_you_mean(key, sorted(known), prefix)})")
         if not type_ok(value, hints[key]):
             want = getattr(hints[key], "__name__", None) or str(hints[key]).replace("typing.", "")
             raise ConfigError(f"{source}: '{prefix}{key}' must be {want}, got {type(value).__name__} {value!r}")
     return hints
+
+
+def shard_sources(data: DataConfig, source: str = "<config>") -> list[ShardSource]:
+    """``data.shards`` as a list of sources: a folder is one source of weight 1. A malformed
+    mixture entry raises one ConfigError line naming ``data.shards[i]``."""
+    if isinstance(data.shards, str):
+        return [ShardSource(data.shards)]
+    if not data.shards:
+        raise ConfigError(f"{source}: 'data.shards' is an empty list (give a folder or a list of {{path, weight}})")
+    out = []
+    for i, entry in enumerate(data.shards):
+        key = f"data.shards[{i}]"
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ConfigError(f"{source}: '{key}' must be an object with a 'path' (and optional 'weight', 'name'), "
+                              f"got {entry!r}")
+        check_fields(ShardSource, entry, source, prefix=f"{key}.")
+        item = ShardSource(**{**entry, "weight": float(entry.get("weight", 1.0))})
+        if not 0.0 < item.weight < float("inf"):
+            raise ConfigError(f"{source}: '{key}.weight' must be > 0, got {item.weight}")
+        out.append(item)
+    names = [s.name for s in out if s.name is not None]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: 'data.shards' names two sources alike ({', '.join(names)})")
+    return out
 
 
 def _build_section(name: str, cls: type, raw: Any, source: str):
@@ -272,33 +367,116 @@ def _build_section(name: str, cls: type, raw: Any, source: str):
     return obj
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _allowed(test, words: str) -> tuple:
+    """An allowed range: (test of a number, the words a message names it with). NaN fails every test."""
+    return (lambda v: _number(v) and bool(test(v))), words
+
+
+_POSITIVE = _allowed(lambda v: v > 0, "> 0")
+_NON_NEGATIVE = _allowed(lambda v: v >= 0, ">= 0")
+_FINITE = _allowed(math.isfinite, "finite")
+_FINITE_POSITIVE = _allowed(lambda v: math.isfinite(v) and v > 0, "finite and > 0")
+_FINITE_NON_NEGATIVE = _allowed(lambda v: math.isfinite(v) and v >= 0, "finite and >= 0")
+_FRACTION = _allowed(lambda v: 0 <= v < 1, "in [0, 1)")
+_PROBABILITY = _allowed(lambda v: 0 <= v <= 1, "in [0, 1]")
+_COUNT = _allowed(lambda v: isinstance(v, int) and v > 0, "an integer > 0")
+# The sizes a model.text_config (BertConfig kwargs) may set; 0 transformer layers is a valid ablation.
+_TEXT_CONFIG_RANGES = {
+    "vocab_size": _COUNT, "hidden_size": _COUNT, "num_attention_heads": _COUNT, "intermediate_size": _COUNT,
+    "max_position_embeddings": _COUNT, "type_vocab_size": _COUNT,
+    "num_hidden_layers": _allowed(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "hidden_dropout_prob": _FRACTION, "attention_probs_dropout_prob": _FRACTION,
+}
+
+
+def _ranges(cfg: Config) -> list[tuple[str, Any, tuple]]:
+    """(key, value, allowed range) of every number in the config, in the order they are checked."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    return [
+        ("model.feature_stage", m.feature_stage, _allowed(lambda v: v in (1, 2, 3, 4), "1, 2, 3 or 4")),
+        ("model.pixel_samples", m.pixel_samples, _POSITIVE),
+        ("model.pos_embed_max", m.pos_embed_max, _POSITIVE),
+        ("model.visual_dropout", m.visual_dropout, _FRACTION),
+        ("model.num_answers", m.num_answers, _POSITIVE),
+        *[(f"model.text_config.{k}", m.text_config[k], r)
+          for k, r in _TEXT_CONFIG_RANGES.items() if k in m.text_config],
+        ("data.image_size", d.image_size, _POSITIVE),
+        ("data.max_image_size", d.max_image_size,
+         _allowed(lambda v: v >= d.image_size, f">= data.image_size ({d.image_size})")),
+        ("data.max_text_len", d.max_text_len, _allowed(lambda v: v >= 3, ">= 3 ([CLS], a token, [SEP])")),
+        ("data.mlm_probability", d.mlm_probability, _FRACTION),
+        ("data.itm_negative_probability", d.itm_negative_probability, _PROBABILITY),
+        ("data.micro_batch_size", d.micro_batch_size, _POSITIVE),
+        ("data.num_workers", d.num_workers, _NON_NEGATIVE),
+        *[(f"data.mean[{i}]", v, _FINITE) for i, v in enumerate(d.mean)],
+        *[(f"data.std[{i}]", v, _FINITE_POSITIVE) for i, v in enumerate(d.std)],
+        ("data.subset_fraction", d.subset_fraction, _allowed(lambda v: 0 < v <= 1, "in (0, 1]")),
+        ("data.max_image_pixels", d.max_image_pixels, _POSITIVE),
+        ("data.retrieval_negatives", d.retrieval_negatives, _POSITIVE),
+        ("data.prefetch", d.prefetch, _POSITIVE),
+        ("train.seed", t.seed, _allowed(lambda v: 0 <= v < 2**32, "in [0, 2**32)")),
+        ("train.epochs", t.epochs, _POSITIVE),
+        ("train.max_steps", t.max_steps, _POSITIVE),
+        ("train.global_batch_size", t.global_batch_size, _POSITIVE),
+        ("train.gradient_accumulation", t.gradient_accumulation, _POSITIVE),
+        ("train.lr_cnn", t.lr_cnn, _FINITE_NON_NEGATIVE),
+        ("train.weight_decay_cnn", t.weight_decay_cnn, _FINITE_NON_NEGATIVE),
+        ("train.momentum_cnn", t.momentum_cnn, _FRACTION),
+        ("train.lr_transformer", t.lr_transformer, _FINITE_NON_NEGATIVE),
+        ("train.weight_decay_transformer", t.weight_decay_transformer, _FINITE_NON_NEGATIVE),
+        ("train.warmup_steps", t.warmup_steps, _NON_NEGATIVE),
+        *[(f"train.decay_epochs[{i}]", v, _FINITE_NON_NEGATIVE) for i, v in enumerate(t.decay_epochs)],
+        ("train.decay_factor", t.decay_factor, _FINITE_NON_NEGATIVE),
+        # 0 would not mean "no clipping": the SplitOptimizer would scale every gradient to 0.
+        ("train.grad_clip", t.grad_clip, _FINITE_POSITIVE),
+        ("train.mlm_weight", t.mlm_weight, _FINITE_NON_NEGATIVE),
+        ("train.itm_weight", t.itm_weight, _FINITE_NON_NEGATIVE),
+        ("train.log_every", t.log_every, _POSITIVE),
+        ("train.eval_every", t.eval_every, _POSITIVE),
+        ("train.checkpoint_every", t.checkpoint_every, _POSITIVE),
+        ("train.keep_last", t.keep_last, _POSITIVE),
+        ("train.max_bad_steps", t.max_bad_steps, _NON_NEGATIVE),
+    ]
+
+
+def check_deepspeed_section(ds: dict, precision: str, source: str) -> None:
+    """Refuse (one ConfigError line) a ``deepspeed`` section that sets what pixelbert sets itself,
+    or tunes a precision the run does not train in. Cheap: no DeepSpeed import (DeepSpeed's own
+    verdict on its keys is ``pixelbert.engine.deepspeed_check.check_deepspeed_config``)."""
+    for dotted, ours in DEEPSPEED_PROJECT_KEYS.items():
+        section, _, key = dotted.rpartition(".")
+        node = ds.get(section) if section else ds
+        if isinstance(node, dict) and key in node:
+            how = f"set {ours} instead" if ours else "remove it (pixelbert always sets it to true)"
+            raise ConfigError(f"{source}: 'deepspeed.{dotted}' is set by pixelbert; {how}")
+    for name in DEEPSPEED_PRECISION_SECTIONS:
+        tuning = ds.get(name)
+        if tuning is not None and not isinstance(tuning, dict):
+            raise ConfigError(f"{source}: 'deepspeed.{name}' must be an object, got {type(tuning).__name__}")
+        if tuning and precision != name:
+            raise ConfigError(f"{source}: 'deepspeed.{name}' tunes {name} training: it needs train.precision "
+                              f"{name!r}, got {precision!r}")
+
+
 def _validate(cfg: Config) -> None:
+    """Every value in its allowed range, before any heavy work: one ConfigError line naming the key."""
     src = cfg.source
     m, d, t = cfg.model, cfg.data, cfg.train
-    checks = [
-        (m.feature_stage in (1, 2, 3, 4), "model.feature_stage", "must be 1, 2, 3 or 4"),
-        (m.pixel_samples > 0, "model.pixel_samples", "must be > 0"),
-        (m.text_model is not None or bool(m.text_config), "model.text_model", "set text_model or text_config"),
-        (set(m.heads) <= set(HEAD_NAMES), "model.heads", f"unknown head in {m.heads} (known: {', '.join(HEAD_NAMES)})"),
-        (m.num_answers > 0, "model.num_answers", "must be > 0"),
-        (d.micro_batch_size > 0, "data.micro_batch_size", f"must be > 0, got {d.micro_batch_size}"),
-        (d.image_size > 0 and d.max_image_size >= d.image_size, "data.max_image_size", "must be >= data.image_size > 0"),
-        (0.0 <= d.mlm_probability < 1.0, "data.mlm_probability", "must be in [0, 1)"),
-        (0.0 <= d.itm_negative_probability <= 1.0, "data.itm_negative_probability", "must be in [0, 1]"),
-        (0.0 < d.subset_fraction <= 1.0, "data.subset_fraction", "must be in (0, 1]"),
-        (len(d.mean) == 3 and len(d.std) == 3, "data.mean", "mean and std need 3 values"),
-        (d.max_image_pixels > 0, "data.max_image_pixels", "must be > 0"),
-        (d.retrieval_negatives > 0, "data.retrieval_negatives", "must be > 0"),
-        (d.prefetch > 0, "data.prefetch", "must be > 0"),
-        (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
-        (t.epochs > 0, "train.epochs", "must be > 0"),
-        (t.max_steps is None or t.max_steps > 0, "train.max_steps", "must be > 0"),
-        (t.gradient_accumulation > 0, "train.gradient_accumulation", "must be > 0"),
-        (t.global_batch_size is None or t.global_batch_size > 0, "train.global_batch_size", "must be > 0"),
-        (t.checkpoint_every > 0 and t.keep_last > 0, "train.checkpoint_every", "checkpoint_every and keep_last must be > 0"),
-        (t.max_bad_steps >= 0, "train.max_bad_steps", f"must be >= 0, got {t.max_bad_steps}"),
-    ]
+    if m.text_model is None and not m.text_config:
+        raise ConfigError(f"{src}: 'model.text_model' is unset: set text_model or text_config")
+    for key, values in (("data.mean", d.mean), ("data.std", d.std)):
+        if len(values) != 3:
+            raise ConfigError(f"{src}: '{key}' must hold 3 values (R, G, B), got {values!r}")
+    for key, value, (ok, words) in _ranges(cfg):
+        if value is not None and not ok(value):  # None: an optional key left unset
+            raise ConfigError(f"{src}: '{key}' must be {words}, got {value!r}")
     choices = [
+        ("model.backbone", m.backbone, BACKBONE_NAMES),
+        *[("model.heads", head, HEAD_NAMES) for head in m.heads],  # each head
         ("model.attn_implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS),
         ("model.pooling", m.pooling, POOLINGS),
         ("data.backend", d.backend, BACKENDS),
@@ -307,11 +485,10 @@ def _validate(cfg: Config) -> None:
         ("train.vqa_loss", t.vqa_loss, VQA_LOSSES),
         ("train.precision", t.precision, PRECISIONS),
     ]
-    checks += [(value in names, key, f"must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
-               for key, value, names in choices]
-    for ok, key, msg in checks:
-        if not ok:
-            raise ConfigError(f"{src}: '{key}' {msg}")
+    for key, value, names in choices:
+        if not (isinstance(value, str) and value in names):
+            raise ConfigError(f"{src}: '{key}' must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+    check_deepspeed_section(cfg.deepspeed, t.precision, src)
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
@@ -320,7 +497,8 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
         raise ConfigError(f"{source}: top level must be a JSON object")
     unknown = set(raw) - set(SECTIONS) - {"deepspeed"}
     if unknown:
-        raise ConfigError(f"{source}: unknown section '{sorted(unknown)[0]}' (known: model, data, train, deepspeed)")
+        name = sorted(unknown)[0]
+        raise ConfigError(f"{source}: unknown section '{name}' ({did_you_mean(name, [*SECTIONS, 'deepspeed'])})")
     sections = {name: _build_section(name, cls, raw.get(name, {}), source) for name, cls in SECTIONS.items()}
     ds = raw.get("deepspeed", {})
     if not isinstance(ds, dict):
@@ -328,6 +506,7 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     cfg = Config(**sections, deepspeed=ds, source=source)
     if cfg.train.freeze_cnn:  # a frozen CNN must not drift through its BatchNorm running statistics either
         cfg.model.frozen_bn = True
+    shard_sources(cfg.data, source)
     _validate(cfg)
     return cfg
 

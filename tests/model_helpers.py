@@ -73,3 +73,14 @@ def make_batch(
         attention_mask=attention_mask,
         image_index=None if image_index is None else torch.tensor(image_index),
     )
+
+
+def deterministic_model(heads: list[str], **overrides):
+    """A tiny PixelBert whose training-mode forward is its eval-mode one: no dropout, frozen
+    BatchNorm (only ``sample_pixels`` can then make the two differ)."""
+    from pixelbert import build_model
+
+    text = dict(TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return build_model(tiny_model_config(heads=heads, text_config=text, visual_dropout=0.0, frozen_bn=True,
+                                         **overrides))

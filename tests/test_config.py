@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pixelbert.config import PATH_KEYS, SECTIONS, Config, ConfigError, ModelConfig, load_config, resolve_package_path
+from pixelbert.config import (DEEPSPEED_PROJECT_KEYS, PATH_KEYS, SECTIONS, Config, ConfigError, ModelConfig,
+                              load_config, resolve_package_path)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.json")) + sorted(CONFIGS.glob("finetune/*.json"))
@@ -151,3 +152,85 @@ def test_shards_need_not_exist_when_the_config_loads(tmp_path):
 def test_every_path_key_is_a_field_of_its_section():
     for section, key in PATH_KEYS:
         assert key in {f.name for f in dataclasses.fields(SECTIONS[section])}
+
+
+# Every value in its allowed range (issue #16): one line naming the key and the range -----------
+
+MODEL = {"text_config": {"hidden_size": 64}}
+
+
+@pytest.mark.parametrize("section, key, value, allowed", [
+    ("train", "lr_cnn", float("nan"), "finite and >= 0"),
+    ("train", "lr_transformer", -1e-4, "finite and >= 0"),
+    ("train", "itm_weight", float("inf"), "finite and >= 0"),
+    ("train", "weight_decay_transformer", -0.01, "finite and >= 0"),
+    ("train", "decay_factor", float("nan"), "finite and >= 0"),
+    ("train", "grad_clip", 0.0, "finite and > 0"),
+    ("train", "momentum_cnn", 1.5, "in [0, 1)"),
+    ("train", "log_every", 0, "> 0"),
+    ("train", "eval_every", 0, "> 0"),
+    ("train", "keep_last", 0, "> 0"),
+    ("train", "checkpoint_every", -5, "> 0"),
+    ("train", "warmup_steps", -1, ">= 0"),
+    ("train", "seed", -1, "in [0, 2**32)"),
+    ("model", "visual_dropout", 1.0, "in [0, 1)"),
+    ("model", "pos_embed_max", 0, "> 0"),
+    ("data", "max_text_len", 2, ">= 3 ([CLS], a token, [SEP])"),
+    ("data", "num_workers", -1, ">= 0"),
+])
+def test_a_value_outside_its_range_names_the_key_and_the_range(tmp_path, section, key, value, allowed):
+    raw = {"model": dict(MODEL)}
+    raw.setdefault(section, {})[key] = value
+    message = error_of(write(tmp_path, raw))  # json writes NaN / Infinity, which json (and --set) read back
+    assert f"'{section}.{key}' must be {allowed}, got {value!r}" in message
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"data": {"std": [0.2, 0.0, 0.2]}}, "'data.std[1]' must be finite and > 0, got 0.0"),
+    ({"data": {"mean": [0.5, "0.4", 0.4]}}, "'data.mean[1]' must be finite, got '0.4'"),
+    ({"data": {"mean": [0.5, 0.5]}}, "'data.mean' must hold 3 values"),
+    ({"train": {"decay_epochs": [10, -1]}}, "'train.decay_epochs[1]' must be finite and >= 0, got -1"),
+    ({"model": {"text_config": {"hidden_size": 0}}}, "'model.text_config.hidden_size' must be an integer > 0, got 0"),
+    ({"model": {"text_config": {"num_hidden_layers": -1}}},
+     "'model.text_config.num_hidden_layers' must be an integer >= 0"),
+])
+def test_a_bad_entry_of_a_list_or_text_config_names_the_entry(tmp_path, raw, named):
+    raw = {**raw, "model": {**MODEL, **raw.get("model", {})}}
+    assert named in error_of(write(tmp_path, raw))
+
+
+def test_an_unknown_backbone_is_refused_when_the_config_loads_listing_the_backbones(tmp_path):
+    message = error_of(write(tmp_path, {"model": {**MODEL, "backbone": "resnet51"}}))
+    allowed = "resnet18, resnet34, resnet50, resnext152_32x8d or resnext152_32x4d"
+    assert f"'model.backbone' must be {allowed}, got 'resnet51'" in message
+
+
+def test_a_head_that_is_not_a_name_is_one_line_not_a_type_error(tmp_path):
+    message = error_of(write(tmp_path, {"model": {**MODEL, "heads": ["mlm", ["itm"]]}}))
+    assert "'model.heads' must be mlm, itm" in message and "got ['itm']" in message
+
+
+def test_the_backbone_names_are_the_backbones_the_model_builds():
+    from pixelbert.config import BACKBONE_NAMES
+    from pixelbert.modeling.backbone import BACKBONES
+
+    assert set(BACKBONE_NAMES) == set(BACKBONES)
+
+
+# The deepspeed section is DeepSpeed's (issue #14): what pixelbert sets is refused, not replaced --
+
+@pytest.mark.parametrize("dotted", sorted(DEEPSPEED_PROJECT_KEYS))
+def test_a_deepspeed_key_pixelbert_sets_is_refused_naming_the_key_to_use(tmp_path, dotted):
+    section, _, key = dotted.rpartition(".")
+    ds = {section: {key: True}} if section else {key: 1}
+    message = error_of(write(tmp_path, {"model": MODEL, "deepspeed": ds}))
+    assert f"'deepspeed.{dotted}' is set by pixelbert" in message
+    assert (DEEPSPEED_PROJECT_KEYS[dotted] or "remove it") in message
+
+
+def test_deepspeed_precision_tuning_needs_the_run_to_train_in_that_precision(tmp_path):
+    ds = {"fp16": {"loss_scale_window": 100}}
+    message = error_of(write(tmp_path, {"model": MODEL, "deepspeed": ds}))
+    assert "'deepspeed.fp16' tunes fp16 training: it needs train.precision 'fp16', got 'auto'" in message
+    cfg = load_config(write(tmp_path, {"model": MODEL, "train": {"precision": "fp16"}, "deepspeed": ds}, "ok.json"))
+    assert cfg.deepspeed == ds

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from pixelbert.config import did_you_mean
+
 from data_pipeline.records import BadSample, DataError
 
 __all__ = ["Source", "READERS", "get_reader", "load_json", "read_text", "find_file", "first_existing", "get",
@@ -133,7 +135,7 @@ def find_file(root: Path, names: list[str], what: str) -> Path:
 
 def get_reader(name: str) -> Callable[..., Source]:
     if name not in READERS:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(sorted(READERS))})")
+        raise DataError(f"unknown dataset {name!r} ({did_you_mean(name, sorted(READERS))})")
     return READERS[name]
 
 

@@ -1,8 +1,8 @@
 """The one loader factory: ``build_loader(config, split, rank, world_size)``.
 
 Both backends read the same shards through the same epoch plan and collator, and yield the
-same ``Batch`` structure (images within decode tolerance). The backend and the DALI decode
-device are chosen here and nowhere else.
+same ``Batch`` structure (images within decode tolerance). The backend, the DALI decode
+device and the torch backend's image device are chosen here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 from pixelbert.config import Config
 
 from data_pipeline.loaders.base import ShardLoader
+from data_pipeline.loaders.sources import split_sources
 from data_pipeline.records import DataError
 from data_pipeline.shards import MANIFEST
 
-__all__ = ["build_loader", "resolve_backend", "dali_device", "ShardLoader"]
+__all__ = ["build_loader", "resolve_backend", "dali_device", "torch_loader_device", "ShardLoader"]
 
 
 def resolve_backend(name: str) -> str:
@@ -37,24 +38,33 @@ def dali_device() -> tuple[str, int | None]:
     return "cpu", None
 
 
+def torch_loader_device():
+    """Where the torch backend hands images over: this process's GPU when CUDA is available (uint8
+    through pinned memory, normalised there), else None (normalised float images on the host)."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+
+
 def _buildable(config: Config) -> bool:
-    """Shards missing but buildable on the fly: the embedded easy-VQA data, or ``data.root`` given."""
+    """Shards missing but buildable on the fly (one folder, not a mixture): the embedded easy-VQA
+    data, or ``data.root`` given."""
     d = config.data
-    return not (Path(d.shards) / MANIFEST).is_file() and (d.dataset == "easyvqa" or d.root is not None)
+    return (isinstance(d.shards, str) and not (Path(d.shards) / MANIFEST).is_file()
+            and (d.dataset == "easyvqa" or d.root is not None))
 
 
 def check_shards(config: Config, splits: list[str]) -> None:
     """Cheap pre-flight for launchers (before the process group and the model): the shards
-    exist (or will be built on the fly) and hold ``splits``; else one DataError line."""
-    if _buildable(config):
-        return
-    from data_pipeline.shards import load_manifest
+    exist (or will be built on the fly) and hold ``splits`` (training splits: in every folder of a
+    mixture; evaluation splits: in one at least); else one DataError line."""
+    if _buildable(config):  # built on the fly later: the dataset name must be one the builder reads
+        from data_pipeline.formats import get_reader
 
-    d = config.data
-    have = load_manifest(d.shards).get("splits", {})
-    for split in (s for name in splits for s in name.split("+")):
-        if split not in have:
-            raise DataError(f"{d.shards}: no split {split!r} (has: {', '.join(sorted(have))})")
+        get_reader(config.data.dataset)
+        return
+    for split in splits:
+        split_sources(config.data, split, train="train" in split.split("+"))
 
 
 def _ensure_shards(config: Config, rank: int) -> None:
@@ -99,4 +109,4 @@ def build_loader(config: Config, split: str, rank: int = 0, world_size: int = 1,
         return DaliLoader(config, split, rank, world_size, tokenizer, train, device=device, device_id=device_id)
     from data_pipeline.loaders.torch import TorchLoader
 
-    return TorchLoader(config, split, rank, world_size, tokenizer, train)
+    return TorchLoader(config, split, rank, world_size, tokenizer, train, device=torch_loader_device())

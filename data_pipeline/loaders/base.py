@@ -3,6 +3,9 @@
 A backend only turns a run of planned units into decoded Samples (``_produce``); order,
 batching, resumption and counting live here, so the two backends cannot drift apart.
 
+Bad samples are counted by kind (``bad_samples["corrupt"]``) and, when ``data.shards`` is a
+mixture, by source and kind as well (``bad_samples["vg/corrupt"]``).
+
 Position. ``(epoch, samples_consumed)``: units of this rank's plan handed out (including
 units skipped as bad data). ``for batch in loader`` yields the rest of the current epoch,
 then moves to (epoch + 1, 0). ``set_epoch(e)`` jumps to (e, 0) unless the loader already is
@@ -20,9 +23,10 @@ from pixelbert.config import Config
 
 from data_pipeline.collate import Collator
 from data_pipeline.images import decode_image, image_to_tensor
+from data_pipeline.loaders.sources import Corpus
 from data_pipeline.plan import EpochPlan
 from data_pipeline.records import BAD_KINDS, BadSample, DataError, Sample, make_sample, parse_record
-from data_pipeline.shards import ShardSet, image_slots
+from data_pipeline.shards import image_slots
 
 __all__ = ["ShardLoader", "DATA_TASKS"]
 
@@ -37,26 +41,35 @@ class ShardLoader:
         data, task = config.data, DATA_TASKS.get(config.train.task, config.train.task)
         self.config, self.split, self.task, self.train = config, split, task, train
         self.rank, self.world_size, self.seed = rank, world_size, config.train.seed
-        self.shards = ShardSet(data.shards, split)
-        if task not in self.shards.tasks:
-            raise DataError(f"{data.shards}: {self.shards.manifest['dataset']} shards serve {self.shards.tasks}, not train.task={task!r}")
+        self.shards = Corpus(data, split, train)
+        first = self.shards.sources[0].shards
+        for source in self.shards.sources:
+            have = source.shards
+            if task not in have.tasks:
+                raise DataError(f"{have.root}: {have.manifest['dataset']} shards serve {have.tasks}, not train.task={task!r}")
+            if have.images_per_sample != first.images_per_sample:
+                raise DataError(f"{have.root}: {have.images_per_sample} images per sample, {first.root}: "
+                                f"{first.images_per_sample}; the folders of data.shards need one kind")
+            if task == "vqa" and have.manifest.get("answers") != first.manifest.get("answers"):
+                raise DataError(f"{have.root} and {first.root} have different answer lists")
         answers = self.shards.manifest.get("answers")
         if task == "vqa" and len(answers or []) != config.model.num_answers:
-            raise DataError(f"{data.shards}: {len(answers or [])} answers in the shards but model.num_answers={config.model.num_answers}")
+            raise DataError(f"{self.shards}: {len(answers or [])} answers in the shards but model.num_answers={config.model.num_answers}")
         if task == "retrieval" and self.train and data.micro_batch_size < 2:
             raise DataError("retrieval training draws wrong captions from the batch: data.micro_batch_size must be >= 2")
         self.batch_size = data.micro_batch_size
         self.plan = EpochPlan(self.shards.units_per_sample(task), seed=self.seed, shuffle=self.train, rank=rank,
                               world_size=world_size, batch_size=self.batch_size, drop_last=self.train,
                               subset_fraction=data.subset_fraction if self.train else 1.0,
-                              group_by_sample=data.group_by_image)
+                              group_by_sample=data.group_by_image, sources=self.shards.plan_sources())
         if self.train and len(self.plan) == 0:
-            raise DataError(f"{data.shards} split {split!r}: {self.plan.total} {task} samples cannot fill one batch of "
+            raise DataError(f"{self.shards} split {split!r}: {self.plan.total} {task} samples cannot fill one batch of "
                             f"{self.batch_size} on each of {world_size} ranks")
         self.collator = Collator(tokenizer, task, data, train=self.train, answers=answers)
         self.slots = image_slots(self.shards.images_per_sample)
         self.epoch, self.samples_consumed = 0, 0
-        self.bad_samples = {k: 0 for k in BAD_KINDS}
+        names = [s.name for s in self.shards.sources] if self.shards.mixed else []
+        self.bad_samples = {k: 0 for k in BAD_KINDS} | {f"{n}/{k}": 0 for n in names for k in BAD_KINDS}
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -75,11 +88,15 @@ class ShardLoader:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "samples_consumed": self.samples_consumed, "bad_samples": dict(self.bad_samples),
-                "world_size": self.world_size, "seed": self.seed, "split": self.split, "samples_per_epoch": len(self.plan)}
+                "world_size": self.world_size, "seed": self.seed, "split": self.split, "samples_per_epoch": len(self.plan),
+                "sources": self._sources()}
+
+    def _sources(self) -> list[list]:
+        return [[s.name, s.weight] for s in self.shards.sources]
 
     def load_state_dict(self, state: dict) -> None:
         for key, mine in (("world_size", self.world_size), ("seed", self.seed), ("split", self.split),
-                          ("samples_per_epoch", len(self.plan))):
+                          ("samples_per_epoch", len(self.plan)), ("sources", self._sources())):
             if state.get(key, mine) != mine:
                 raise ValueError(f"loader state has {key}={state[key]!r}, this loader {mine!r}: it cannot resume exactly")
         if not 0 <= state["samples_consumed"] <= len(self.plan):
@@ -94,8 +111,10 @@ class ShardLoader:
         refs = np.stack([shards, samples, subs], axis=1)  # (n, 3): shard, sample, unit in sample
         for end, batch, bad in self._produce(epoch, refs, start):
             self.samples_consumed = end
-            for kind, n in bad.items():
+            for (shard, kind), n in bad.items():
                 self.bad_samples[kind] += n
+                if self.shards.mixed:
+                    self.bad_samples[f"{self.shards.sources[self.shards.source_of(shard)[0]].name}/{kind}"] += n
             if batch is not None:
                 yield batch
         if self.epoch == epoch:
@@ -118,7 +137,7 @@ class ShardLoader:
 
     def _produce(self, epoch: int, refs: np.ndarray, start: int) -> Iterator[tuple[int, Batch | None, dict]]:
         """Per batch from position ``start``: (end position, Batch of its good samples or None,
-        {bad kind: count}); batches are [first, first + batch_size) from ``_batch_bounds``.
+        {(shard, bad kind): count}); batches are [first, first + batch_size) from ``_batch_bounds``.
 
         ``refs`` (n, 3): shard, sample in shard, unit in sample, of this rank's epoch."""
         raise NotImplementedError
@@ -148,6 +167,6 @@ class ShardLoader:
                 raise BadSample("corrupt", f"{entry.key}: no image {slot}") from None
         if "json" not in parts:
             raise BadSample("bad_record", f"{entry.key}: no json")
-        out = self.make_sample(parts["json"], sub)
+        out = self.shards.name_sample(shard, self.make_sample(parts["json"], sub))
         out.images = images
         return out

@@ -159,9 +159,10 @@ class DaliLoader(ShardLoader):
                         raise BadSample("too_large")
                 out = self.make_sample(np.asarray(records[i]).tobytes(), sub)
             except BadSample as e:
-                bad[e.kind] = bad.get(e.kind, 0) + 1
+                bad[shard, e.kind] = bad.get((shard, e.kind), 0) + 1
                 continue
-            expected = self.shards.index(shard)[sample].key
+            out = self.shards.name_sample(shard, out)
+            expected = self.shards.key(shard, sample)
             if out.key != expected:  # would mean DALI read something other than the plan
                 raise RuntimeError(f"DALI returned sample {out.key!r} where the plan has {expected!r}")
             out.images = [_to_torch(t[i]) for t in images]

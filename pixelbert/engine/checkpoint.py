@@ -17,6 +17,11 @@ assumed to be on a file system all ranks share (as DeepSpeed's own checkpoints a
 Every load goes through :func:`safe_loading`: ``torch.load`` with ``weights_only=True``
 (DeepSpeed's own loaders ask for ``weights_only=False``), with the few plain DeepSpeed
 classes its files contain allow-listed, so a crafted pickle cannot run code.
+
+A checkpoint loads on another number of ranks too: without ZeRO DeepSpeed loads the whole
+optimiser state anywhere; ZeRO 1-3 shards are merged and cut anew by :mod:`.reshard`
+(weights, every optimiser state, schedule, counters). Per-rank files then no longer match the
+ranks: only rank 0's counters are used (the trainer decides what happens to the data order).
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ import torch.distributed as dist
 
 __all__ = [
     "seed_everything", "rng_state", "set_rng_state", "safe_loading", "safe_torch_load",
-    "CheckpointManager", "GracefulStop", "find_resume", "is_complete", "consolidated_state_dict", "export_pretrained",
+    "CheckpointManager", "GracefulStop", "find_resume", "is_complete", "read_meta", "consolidated_state_dict",
+    "checkpoint_config", "export_pretrained",
 ]
 
 _TAG = re.compile(r"^step_(\d{8,})$")
@@ -142,9 +148,14 @@ def _atomic_write(path: Path, text: str) -> None:
     _fsync_file(path.parent)
 
 
+def read_meta(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's meta.json: step, world_size, config, ... (written by :meth:`CheckpointManager.save`)."""
+    return json.loads((Path(ckpt) / META).read_text())
+
+
 def is_complete(ckpt: Path) -> bool:
     try:
-        return bool(json.loads((Path(ckpt) / META).read_text()).get("complete"))
+        return bool(read_meta(ckpt).get("complete"))
     except (OSError, ValueError):
         return False
 
@@ -223,17 +234,21 @@ class CheckpointManager:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def load(self, engine, ckpt: Path) -> dict[str, Any] | None:
-        """Load model, optimiser, scheduler and counters; return this rank's state (None if absent)."""
+        """Load model, optimiser, scheduler and counters, on any number of ranks. Returns the saved
+        per-rank state: this rank's, or rank 0's when the number of ranks changed (None if absent)."""
+        from pixelbert.engine.reshard import load_resharded, zero_shard_files
+
         ckpt = Path(ckpt)
-        with safe_loading():
-            path, _ = engine.load_checkpoint(str(ckpt.parent), tag=ckpt.name)
-        if path is None:
-            raise FileNotFoundError(f"{ckpt}: DeepSpeed could not load this checkpoint")
-        meta = json.loads((ckpt / META).read_text())
-        rank_file = ckpt / f"rank_{self.rank:05d}.pt"
-        if meta.get("world_size") != self.world_size or not rank_file.exists():
-            return None  # different number of ranks: weights resume, data position cannot
-        return safe_torch_load(rank_file, map_location="cpu")
+        same_ranks = read_meta(ckpt).get("world_size") == self.world_size
+        if same_ranks or not zero_shard_files(ckpt):
+            with safe_loading():
+                path, _ = engine.load_checkpoint(str(ckpt.parent), tag=ckpt.name)
+            if path is None:
+                raise FileNotFoundError(f"{ckpt}: DeepSpeed could not load this checkpoint")
+        else:  # DeepSpeed refuses ZeRO shards of another data-parallel size
+            load_resharded(engine, ckpt)
+        rank_file = ckpt / f"rank_{self.rank if same_ranks else 0:05d}.pt"
+        return safe_torch_load(rank_file, map_location="cpu") if rank_file.exists() else None
 
 
 # ---- export ---------------------------------------------------------------------------
@@ -254,19 +269,32 @@ def consolidated_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def export_pretrained(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Checkpoint (a folder, or a checkpoints root: its latest) -> ``save_pretrained`` folder in fp32."""
+def checkpoint_config(checkpoint: str | Path):
+    """(the complete checkpoint ``checkpoint`` names: a folder, or a checkpoints root's latest; the run
+    config saved in it)."""
     from pixelbert.config import ConfigError, config_from_dict
-    from pixelbert.modeling.model import build_model
 
     ckpt = find_resume(checkpoint)
     if ckpt is None:
         raise ConfigError(f"{checkpoint}: no complete checkpoint there")
     meta = json.loads((ckpt / META).read_text())
-    config = config_from_dict(meta["config"], source=str(ckpt / META))
+    return ckpt, config_from_dict(meta["config"], source=str(ckpt / META))
+
+
+def export_pretrained(checkpoint: str | Path, out_dir: str | Path, answers: list[str] | None = None) -> Path:
+    """Checkpoint (a folder, or a checkpoints root: its latest) -> ``save_pretrained`` folder in fp32,
+    with what prediction needs beside the weights: the run's preprocessing (preprocessor_config.json)
+    and, for a VQA model, ``answers`` (answers.json)."""
+    from pixelbert.modeling.model import build_model
+    from pixelbert.processor import save_preprocessing
+
+    ckpt, config = checkpoint_config(checkpoint)
     model = build_model(config).float()
     model.load_state_dict(consolidated_state_dict(ckpt), strict=True)
-    return model.save_pretrained(out_dir)
+    model.answers = answers
+    out = model.save_pretrained(out_dir)
+    save_preprocessing(config.data, out)
+    return out
 
 
 # ---- signals --------------------------------------------------------------------------

@@ -14,11 +14,39 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Monitor", "MetricWindow", "peak_memory_mb"]
+__all__ = ["Monitor", "MetricWindow", "peak_memory_mb", "progress", "PROGRESS_EVERY_S"]
+
+# The longest a pass (an evaluation) goes without a line saying how far it is.
+PROGRESS_EVERY_S = 10.0
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], label: str, every: float | None = PROGRESS_EVERY_S, unit: str = "batches",
+             stream=None, clock: Callable[[], float] = time.monotonic) -> Iterator[T]:
+    """``items`` as they come, with a line "label: 3/10 batches, 21 s, eta 49 s" on rank 0 each time
+    ``every`` seconds have passed since the last line (the eta when ``items`` has a length).
+    ``every`` None: no lines. Short passes stay quiet; long ones are never silent for longer."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if every is None or rank != 0:
+        yield from items
+        return
+    total = len(items) if hasattr(items, "__len__") else None
+    start = last = clock()
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = clock()
+        if now - last >= every:
+            last = now
+            elapsed = now - start
+            count = f"{done}/{total}" if total else str(done)
+            eta = f", eta {elapsed / done * (total - done):.0f} s" if total else ""
+            print(f"{label}: {count} {unit}, {elapsed:.0f} s{eta}", file=stream or sys.stdout, flush=True)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -28,7 +28,16 @@ from torch import nn
 
 from pixelbert.config import TrainConfig
 
-__all__ = ["SplitOptimizer", "build_param_groups", "build_optimizer", "WarmupStepDecay", "build_schedule"]
+__all__ = ["ADAMW_IMPLS", "SplitOptimizer", "build_param_groups", "build_optimizer", "WarmupStepDecay",
+           "build_schedule"]
+
+# The AdamW kernels SplitOptimizer can run (``adamw_impl``), and how a run's start-up line and
+# TensorBoard name them. Which one a run gets is decided once, in engine/hardware.py.
+ADAMW_IMPLS = {
+    "torch": "torch.optim.AdamW",
+    "torch_fused": "torch.optim.AdamW(fused=True)",
+    "deepspeed_fused": "DeepSpeed FusedAdam",
+}
 
 # Parameters of norm layers, biases and other 1-D vectors (s_v) get no weight decay (BERT's rule).
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
@@ -68,13 +77,15 @@ def build_param_groups(model: nn.Module, train: TrainConfig) -> list[dict]:
 class SplitOptimizer(torch.optim.Optimizer):
     """SGD for groups with rule "sgd", AdamW for groups with rule "adamw" (see module docstring).
 
-    ``adamw_impl``: "torch" (torch.optim.AdamW) or "fused" (DeepSpeed FusedAdam, GPU).
+    ``adamw_impl``: a key of ADAMW_IMPLS ("deepspeed_fused" needs CUDA parameters).
     ``max_grad_norm``: clip and skip non-finite steps here. Only for runs where DeepSpeed does
     neither (ZeRO off, fp32); the trainer decides. Sets ``overflow`` and ``_global_grad_norm``
     which DeepSpeed's engine reads after ``step()``.
     """
 
     def __init__(self, param_groups: list[dict], adamw_impl: str = "torch", max_grad_norm: float | None = None):
+        if adamw_impl not in ADAMW_IMPLS:
+            raise ValueError(f"unknown adamw_impl {adamw_impl!r} (known: {', '.join(ADAMW_IMPLS)})")
         super().__init__(param_groups, defaults={})
         self.adamw_impl = adamw_impl
         self.max_grad_norm = max_grad_norm
@@ -93,11 +104,11 @@ class SplitOptimizer(torch.optim.Optimizer):
     def _make_child(self, rule: str, groups: list[dict]) -> torch.optim.Optimizer:
         if rule == "sgd":
             return torch.optim.SGD(groups, lr=groups[0]["lr"])
-        if self.adamw_impl == "fused":
+        if self.adamw_impl == "deepspeed_fused":
             from deepspeed.ops.adam import FusedAdam
 
             return FusedAdam(groups, lr=groups[0]["lr"], adam_w_mode=True)
-        return torch.optim.AdamW(groups, lr=groups[0]["lr"])
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], fused=True if self.adamw_impl == "torch_fused" else None)
 
     def _params_with_grad(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,15 +26,17 @@ import torch
 import torch.distributed as dist
 
 from pixelbert.batch import Batch
-from pixelbert.config import Config, ConfigError
-from pixelbert.engine.checkpoint import CheckpointManager, GracefulStop, find_resume, rng_state, seed_everything, set_rng_state
+from pixelbert.config import DEEPSPEED_CONFIG_NAME, Config, ConfigError, check_deepspeed_section, config_from_dict
+from pixelbert.engine.checkpoint import (
+    CheckpointManager, GracefulStop, find_resume, read_meta, rng_state, seed_everything, set_rng_state,
+)
 from pixelbert.engine.hardware import Hardware, detect_hardware, init_distributed
 from pixelbert.engine.monitor import MetricWindow, Monitor, peak_memory_mb
 from pixelbert.engine.optim import build_optimizer, build_schedule
 from pixelbert.tasks.base import Task
 
-__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "deepspeed_config", "build_engine",
-           "zero_stage", "task_metrics_eval"]
+__all__ = ["Trainer", "FitResult", "TrainingError", "BatchPlan", "plan_batch", "check_resume_batch", "deepspeed_config",
+           "build_engine", "zero_stage", "task_metrics_eval"]
 
 
 class TrainingError(RuntimeError):
@@ -49,6 +52,10 @@ class BatchPlan:
     @property
     def global_batch(self) -> int:
         return self.micro_batch * self.accumulation * self.world_size
+
+    def __str__(self) -> str:
+        ranks = f"{self.world_size} rank{'s' if self.world_size != 1 else ''}"
+        return f"{ranks} x micro-batch {self.micro_batch} x accumulation {self.accumulation}"
 
 
 def plan_batch(config: Config, world_size: int) -> BatchPlan:
@@ -70,16 +77,34 @@ def plan_batch(config: Config, world_size: int) -> BatchPlan:
     return BatchPlan(micro, accum, world_size)
 
 
+def check_resume_batch(saved: BatchPlan, plan: BatchPlan, where: str) -> None:
+    """A run resumes with the global batch it was saved with; ranks, micro-batch and accumulation may change.
+
+    The schedule counts optimiser steps and the optimiser state was built on that batch, so only
+    its split is free. The same rule for every size: train.global_batch_size keeps the global
+    batch and derives the accumulation; any other global batch is refused in one line.
+    """
+    if saved.global_batch != plan.global_batch:
+        raise ConfigError(
+            f"{where}: saved with global batch {saved.global_batch} ({saved}), this run has {plan.global_batch} "
+            f"({plan}); resume with the same global batch (train.global_batch_size {saved.global_batch} "
+            "derives the accumulation)")
+
+
 def zero_stage(config: Config) -> int:
     return int(config.deepspeed.get("zero_optimization", {}).get("stage", 0))
 
 
 def deepspeed_config(config: Config, hw: Hardware, plan: BatchPlan) -> dict:
-    """The config's ``deepspeed`` section, completed with what pixelbert decides itself."""
+    """The config's ``deepspeed`` section, completed with what pixelbert decides itself.
+
+    A section that sets one of those (``DEEPSPEED_PROJECT_KEYS``) is refused, not overridden;
+    its bf16/fp16 tuning keys win over pixelbert's defaults for that precision.
+    """
+    check_deepspeed_section(config.deepspeed, config.train.precision, config.source)
     ds = copy.deepcopy(config.deepspeed)
-    for key in ("bf16", "fp16"):  # precision is the hardware decision, not a second switch
-        ds.pop(key, None)
-    ds.update(hw.precision_config())
+    for key, ours in hw.precision_config().items():
+        ds[key] = {**ours, **ds.get(key, {})}
     ds.update(
         train_micro_batch_size_per_gpu=plan.micro_batch,
         gradient_accumulation_steps=plan.accumulation,
@@ -164,11 +189,13 @@ class Trainer:
         t = config.train
         self.steps_per_epoch = self._steps_per_epoch(steps_per_epoch)
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+        self._message(self.start_line())  # before DeepSpeed's set-up, the first quiet stretch
         self.engine, self.optimizer, self.schedule = build_engine(model, config, self.hw, self.plan, self.steps_per_epoch)
         self.output_dir = Path(t.output_dir)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", t.keep_last, self.rank, self.world_size)
         self.state = TrainState()
         self._iter = None
+        self.finish_now = False  # set by an eval hook: end the run after this evaluation, as a finished one
 
     def _steps_per_epoch(self, given: int | None) -> int:
         """Optimiser steps per epoch: from the loader's length, else given, else max_steps / epochs."""
@@ -207,11 +234,12 @@ class Trainer:
         return {"trainer": dataclasses.asdict(self.state), "loader": loader_state, "rng": rng_state()}
 
     def _restore(self, ckpt: Path) -> None:
-        saved = self.checkpoints.load(self.engine, ckpt)
-        if saved is None:  # another number of ranks: weights and counters resume, the data epoch restarts
-            self.state = TrainState(step=self.engine.global_steps)
-            self._message(f"resumed weights from {ckpt} (rank count changed: data restarts the epoch, not exact)")
-            seed_everything(self.config.train.seed + self.rank + 7919 * self.state.step)
+        meta = read_meta(ckpt)
+        saved_plan = plan_batch(config_from_dict(meta["config"], source=str(ckpt)), meta["world_size"])
+        check_resume_batch(saved_plan, self.plan, str(ckpt))
+        saved = self.checkpoints.load(self.engine, ckpt)  # rank 0's state when the number of ranks changed
+        if saved is None or saved_plan != self.plan:
+            self._restore_resplit(ckpt, saved_plan, saved)
             return
         self.state = TrainState(**saved["trainer"])
         if saved["loader"] is not None:
@@ -223,11 +251,51 @@ class Trainer:
         set_rng_state(saved["rng"])
         self._message(f"resumed from {ckpt} at step {self.state.step}")
 
+    def _restore_resplit(self, ckpt: Path, saved_plan: BatchPlan, saved: dict[str, Any] | None) -> None:
+        """The same global batch split another way: weights, optimiser state, schedule and counters
+        resume, the data order cannot. Each rank skips (by reading: loaders cannot seek) its share of
+        the samples the saved run read in this epoch: exact for loaders that deal an epoch's batches
+        to the ranks in turn, an approximation for others (some samples of the epoch seen twice, some
+        not at all). Loader counters (bad samples) restart."""
+        counters = dict(saved["trainer"]) if saved else {"step": self.engine.global_steps}
+        samples_read = counters.pop("micro_in_epoch", 0) * saved_plan.micro_batch * saved_plan.world_size
+        self.state = TrainState(**counters)
+        seed_everything(self.config.train.seed + self.rank + 7919 * self.state.step)
+        skip = samples_read // (self.plan.micro_batch * self.plan.world_size)
+        if hasattr(self.loader, "__len__") and skip >= len(self.loader):  # that epoch was finished
+            self.state.epoch, skip = self.state.epoch + 1, 0
+        for _ in range(skip):
+            self._next_batch()
+        self._message(
+            f"resumed from {ckpt} at step {self.state.step} on {self.plan} (saved on {saved_plan}; same global "
+            f"batch {self.plan.global_batch}): weights, optimiser state, schedule and step counters restored; the data "
+            f"order is no longer exact (each rank skipped {skip} micro-batches of epoch {self.state.epoch}, RNG "
+            "reseeded)")
+
     def _message(self, text: str) -> None:
         if self.rank == 0:
             print(text, flush=True)
 
+    def start_line(self) -> str:
+        """What this run is, in one line: task, ranks, precision, ZeRO stage, loader backend, batch, steps,
+        AdamW kernel."""
+        t, plan = self.config.train, self.plan
+        loader = getattr(self.loader, "backend", type(self.loader).__name__)
+        ranks = f"{plan.world_size} rank{'s' if plan.world_size > 1 else ''}"
+        return (f"training {t.task}: {ranks} on {self.hw.device.type}, precision {self.hw.precision}, "
+                f"ZeRO stage {zero_stage(self.config)}, loader {loader}, global batch {plan.global_batch} "
+                f"({plan.micro_batch} x {plan.accumulation} accumulation x {ranks}), {self.total_steps} steps "
+                f"({self.steps_per_epoch} per epoch), AdamW {self.hw.describe()['adamw']} -> {t.output_dir}")
+
     def save(self) -> Path:
+        """Checkpoint; refused (TrainingError) when the weights are non-finite: the export is made
+        from the last checkpoint, and ``--resume auto`` must land on good weights."""
+        bad = _first_nonfinite(self.engine.module)
+        flag = torch.tensor(float(bad is not None), device=self.hw.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # ZeRO-3: each rank holds a part of the weights
+        if flag.item():
+            raise TrainingError(f"non-finite weights at step {self.state.step} ({bad or 'on another rank'}), not "
+                                f"saved; last good checkpoint: {find_resume(self.checkpoints.root)}")
         meta = {"epoch": self.state.epoch, "config": self.config.to_dict()}
         return self.checkpoints.save(self.engine, self.state.step, self._rank_state(), meta)
 
@@ -238,6 +306,8 @@ class Trainer:
         if self.rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.output_dir / "config.json")
+            resolved = deepspeed_config(self.config, self.hw, self.plan)
+            (self.output_dir / DEEPSPEED_CONFIG_NAME).write_text(json.dumps(resolved, indent=2) + "\n")
         ckpt = None
         if resume is not None:
             root = self.checkpoints.root if str(resume) == "auto" else Path(resume)
@@ -249,7 +319,7 @@ class Trainer:
         else:
             seed_everything(t.seed + self.rank)  # distinct dropout / pixel draws per rank
         monitor = Monitor(self.output_dir, self.rank == 0, self.total_steps, self.state.step, t.log_every)
-        monitor.config(self.config.to_dict())
+        monitor.config({**self.config.to_dict(), "hardware": self.hw.describe()})
         result = FitResult(step=self.state.step, stopped_by_signal=False, checkpoint=ckpt)
         window = MetricWindow(self.hw.device)
         self.engine.train()
@@ -267,6 +337,10 @@ class Trainer:
                         monitor.step(step)
                     if t.eval_every and self.eval_fn is not None and step % t.eval_every == 0:
                         result.evaluation = self._evaluate(monitor, step)
+                        if self.finish_now:  # the eval hook says the run is done (e.g. a target reached)
+                            result.checkpoint = self.save()
+                            monitor.message(f"finished early at step {step} (target reached)")
+                            break
                     if stop_now:
                         result.checkpoint, result.stopped_by_signal = self.save(), True
                         monitor.message(f"stop requested: saved {result.checkpoint} at step {step}")
@@ -290,21 +364,25 @@ class Trainer:
         # The lr each group uses in this step (the schedule moves on inside the last engine.step()).
         self._step_lrs = {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         norm_stats = _norm_statistics(engine.module)
-        for _ in range(self.plan.accumulation):
+        for micro in range(self.plan.accumulation):
             t0 = time.perf_counter()
             batch = self._next_batch()
             t1 = time.perf_counter()
             batch = self._to_device(batch)
             loss, metrics = self.task.loss(engine, batch)
-            engine.backward(loss)
-            engine.step()
             finite = torch.isfinite(loss.detach())
             nonfinite = torch.maximum(nonfinite, (~finite).float())
+            if micro == self.plan.accumulation - 1:
+                # One small collective per step: every rank must agree on stopping and on bad steps.
+                # Started before the last backward, it reaches the host while the GPU still runs that
+                # backward and the optimiser step: reading it below does not stall the step.
+                flags = torch.stack([torch.tensor(float(stop_requested), device=hw.device), nonfinite])
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                read_flags = hw.read_later(flags)
+            engine.backward(loss)
+            engine.step()
             window.add(loss.detach(), metrics, finite, len(batch), batch.attention_mask, t1 - t0)
-        # One small collective per step: every rank must agree on stopping and on bad steps.
-        flags = torch.stack([torch.tensor(float(stop_requested), device=hw.device), nonfinite])
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        stop, nonfinite_any = (bool(x) for x in flags.tolist())
+        stop, nonfinite_any = (bool(x) for x in read_flags())
         skipped = engine.skipped_steps > skipped_before
         # fp16 skips overflowing steps routinely while the loss scale settles; those are not faults.
         bad = nonfinite_any or (skipped and hw.precision != "fp16")
@@ -358,6 +436,15 @@ class Trainer:
         monitor.scalars(step, {f"eval/{k}": float(v) for k, v in scores.items()})
         monitor.message(f"eval at step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in scores.items()))
         return {k: float(v) for k, v in scores.items()}
+
+
+def _first_nonfinite(model: torch.nn.Module) -> str | None:
+    """Name of the first parameter or floating buffer holding a NaN or Inf (this rank's ZeRO-3
+    partition of it, where partitioned); None when all are finite."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(getattr(tensor, "ds_tensor", tensor)).all()):
+            return name
+    return None
 
 
 def _norm_statistics(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:

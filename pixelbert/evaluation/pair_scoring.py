@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import torch
 
 from pixelbert.batch import Batch
+from pixelbert.engine.monitor import progress
 from pixelbert.modeling.visual import PixelTokens
 
 __all__ = ["PairSide", "encode_pairs_side", "score_rows", "candidate_mask", "combine", "spread_index"]
@@ -82,16 +83,18 @@ def spread_index(n: int, k: int) -> torch.Tensor:
 @torch.no_grad()
 def score_rows(module, image_tokens: list[torch.Tensor], text_ids: torch.Tensor, text_mask: torch.Tensor, *,
                pixels: int | None = None, candidates: torch.Tensor | None = None,
-               pair_batch: int = 256) -> torch.Tensor:
+               pair_batch: int = 256, progress_every: float | None = None) -> torch.Tensor:
     """(len(image_tokens), T) ITM match scores of every image with every caption.
 
     ``pixels``: use only that many evenly spread pixel tokens per image (the cheap first
     stage). ``candidates`` (I, T) bool: score only those pairs, the rest are -inf.
+    ``progress_every``: seconds between progress lines (``engine.monitor.progress``).
     """
+
     num_texts = text_ids.shape[0]
     scores = torch.full((len(image_tokens), num_texts), float("-inf"))
     device = image_tokens[0].device if image_tokens else text_ids.device
-    for i, tokens in enumerate(image_tokens):
+    for i, tokens in enumerate(progress(image_tokens, "eval retrieval: scoring", progress_every, unit="images")):
         if pixels is not None:
             tokens = tokens[spread_index(tokens.shape[0], pixels).to(tokens.device)]
         n = tokens.shape[0]

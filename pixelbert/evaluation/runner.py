@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from pixelbert.batch import Batch
+from pixelbert.engine.monitor import PROGRESS_EVERY_S, progress
 from pixelbert.evaluation.nlvr2 import nlvr2_consistency
 from pixelbert.evaluation.pair_scoring import candidate_mask, combine, encode_pairs_side, pad_texts, score_rows
 from pixelbert.evaluation.retrieval import coco_1k_folds, retrieval_recall
@@ -36,6 +37,7 @@ class EvalOptions:
     retrieval_topk: int | None = None  # first-stage filter; None = score every pair (paper protocol)
     first_stage_pixels: int = 16
     pair_batch: int = 256
+    progress_every: float | None = PROGRESS_EVERY_S  # seconds between progress lines (None: none)
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _vqa(module, loader, options: EvalOptions) -> EvalResult:
     if not options.answers:
         raise ValueError("VQA evaluation needs the answer vocabulary (EvalOptions.answers)")
     task, local = VQATask(), []
-    for batch in loader:
+    for batch in progress(loader, "eval vqa", options.progress_every):
         batch = prepare_batch(module, batch)
         picked = task.predict(module, batch).tolist()
         humans = batch.meta.get("answers") or [None] * len(picked)
@@ -102,11 +104,11 @@ def _vqa(module, loader, options: EvalOptions) -> EvalResult:
 
 
 @torch.no_grad()
-def _nlvr2(module, loader) -> EvalResult:
+def _nlvr2(module, loader, options: EvalOptions) -> EvalResult:
     from pixelbert.tasks.nlvr2 import NLVR2Task
 
     task, local = NLVR2Task(), []
-    for batch in loader:
+    for batch in progress(loader, "eval nlvr2", options.progress_every):
         batch = prepare_batch(module, batch)
         preds = task.predict(module, batch).tolist()
         local += list(zip(batch.meta["identifiers"], preds, batch.labels.bool().tolist()))
@@ -126,7 +128,8 @@ def _nlvr2(module, loader) -> EvalResult:
 
 @torch.no_grad()
 def _retrieval(module, loader, options: EvalOptions) -> EvalResult:
-    side = encode_pairs_side(module, loader, lambda b: prepare_batch(module, b))
+    side = encode_pairs_side(module, progress(loader, "eval retrieval: encoding", options.progress_every),
+                             lambda b: prepare_batch(module, b))
     # Every rank needs every caption; each scores its own images against all of them.
     parts = _gather({"texts": side.texts, "text_to_image": side.text_to_image, "caption_ids": side.caption_ids,
                      "image_keys": side.image_keys, "num_images": len(side.image_tokens)})
@@ -140,7 +143,8 @@ def _retrieval(module, loader, options: EvalOptions) -> EvalResult:
     ids, mask = pad_texts(texts)
 
     def score(**kw) -> torch.Tensor:  # this rank's image rows x all captions, gathered: (I, T)
-        return torch.cat(_gather(score_rows(module, side.image_tokens, ids, mask, pair_batch=options.pair_batch, **kw)))
+        return torch.cat(_gather(score_rows(module, side.image_tokens, ids, mask, pair_batch=options.pair_batch,
+                                            progress_every=options.progress_every, **kw)))
 
     if options.retrieval_topk is None:
         scores = score()
@@ -178,7 +182,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Batch], task: str,
         if task == "vqa":
             return _vqa(module, loader, options)
         if task == "nlvr2":
-            return _nlvr2(module, loader)
+            return _nlvr2(module, loader, options)
         if task == "retrieval":
             return _retrieval(module, loader, options)
         raise ValueError(f"no evaluation for task {task!r} (known: {', '.join(MAIN_METRIC)})")

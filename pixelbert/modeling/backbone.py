@@ -16,6 +16,7 @@ import pickle
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -25,7 +26,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from pixelbert.config import ConfigError, ModelConfig, resolve_package_path
 
 __all__ = ["BACKBONES", "ResNetTrunk", "build_backbone", "load_backbone_weights", "read_weights", "size_after",
-           "size_mask"]
+           "size_mask", "trunk_memory_format"]
 
 # name -> (block, blocks per stage, groups, width_per_group)
 BACKBONES: dict[str, tuple[type[nn.Module], list[int], int, int]] = {
@@ -54,17 +55,56 @@ def size_mask(sizes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return rows & cols
 
 
-def _masked(x: torch.Tensor, sizes: torch.Tensor | None) -> torch.Tensor:
+def trunk_memory_format(device: torch.device) -> torch.memory_format:
+    """Layout of the trunk's activations, chosen here only: channels_last (NHWC) on CUDA, where
+    cuDNN's tensor-core convolutions read it directly (NCHW input is transposed around each conv);
+    NCHW on CPU, where benchmarks/bench_trunk.py measures channels_last no faster."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _masked(x: torch.Tensor, sizes: torch.Tensor | None, cache: dict | None = None) -> torch.Tensor:
+    """x with each image's padding zeroed; ``cache`` keeps one mask per resolution within a forward."""
     if sizes is None:
         return x
-    return x * size_mask(sizes, x.shape[-2], x.shape[-1]).unsqueeze(1).to(x.dtype)
+    key = (x.shape[-2], x.shape[-1])
+    mask = None if cache is None else cache.get(key)
+    if mask is None:
+        mask = size_mask(sizes, *key).unsqueeze(1).to(x.dtype)
+        if cache is not None:
+            cache[key] = mask
+    return x * mask
+
+
+def _uses_batch_statistics(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or not norm.track_running_stats)
+
+
+def _conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, fold: bool) -> torch.Tensor:
+    """norm(conv(x)), with a FrozenBatchNorm2d folded into the convolution when ``fold``.
+
+    Frozen BatchNorm is an affine map per channel (x * scale + shift), so it can ride on the
+    conv's weight and bias: one pass over the activations instead of a multiply and an add
+    after the conv, forward and backward. The folded weight is rebuilt every call from the
+    (trainable) conv weight, so gradients reach the conv's parameters as before.
+    """
+    if not (fold and isinstance(norm, FrozenBatchNorm2d)):
+        return norm(conv(x))
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    weight = conv.weight * scale.to(conv.weight.dtype).view(-1, 1, 1, 1)
+    return F.conv2d(x, weight, shift.to(weight.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class ResNetTrunk(ResNet):
     """torchvision ResNet without avgpool/fc, cut after ``layer{feature_stage}``.
 
     Parameter names stay those of torchvision (conv1, bn1, layer1.0.conv1, ...) so ImageNet
-    checkpoints load unchanged.
+    checkpoints load unchanged. Two economies of pointwise memory traffic are on by default
+    (``skip_1x1_remask``, ``fold_frozen_bn``); switched off, the forward is the plain one
+    that masks before every block and runs each BatchNorm on its own (tests and
+    benchmarks/bench_trunk.py compare the two).
     """
 
     def __init__(self, block, layers: list[int], feature_stage: int = 4, **kwargs) -> None:
@@ -75,6 +115,8 @@ class ResNetTrunk(ResNet):
         self.feature_stage = feature_stage
         self.out_channels = {1: 64, 2: 128, 3: 256, 4: 512}[feature_stage] * block.expansion
         self.stride = 2 ** (feature_stage + 1)
+        self.skip_1x1_remask = True
+        self.fold_frozen_bn = True
 
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i}") for i in range(1, self.feature_stage + 1)]
@@ -82,34 +124,50 @@ class ResNetTrunk(ResNet):
     def forward(self, x: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (I, 3, H, W), sizes (I, 2) valid (h, w) or None (no padding).
 
-        Returns features (I, C, H/s, W/s) (ceil) and their valid sizes (I, 2) (None in, None out).
-        Features outside the valid area are zero.
+        Returns features (I, C, H/s, W/s) (ceil), in ``trunk_memory_format`` of their device,
+        and their valid sizes (I, 2) (None in, None out). Features outside the valid area are zero.
         """
-        x = self.conv1(_masked(x, sizes))
+        masks: dict = {}  # one padding mask per resolution
+        x = _masked(x.contiguous(memory_format=trunk_memory_format(x.device)), sizes, masks)
+        x = self.relu(_conv_norm(self.conv1, self.bn1, x, self.fold_frozen_bn))
         sizes = None if sizes is None else size_after(sizes, 2)
-        x = self.relu(self.bn1(x))
         # Post-ReLU features are >= 0, so zero padding is neutral for the max-pool.
-        x = self.maxpool(_masked(x, sizes))
+        x = self.maxpool(_masked(x, sizes, masks))
         sizes = None if sizes is None else size_after(sizes, 2)
         for stage in self.stages():
             for block in stage:
-                x, sizes = _block_forward(block, x, sizes)
-        return _masked(x, sizes), sizes
+                x, sizes = _block_forward(block, x, sizes, masks, self.skip_1x1_remask, self.fold_frozen_bn)
+        return _masked(x, sizes, masks), sizes
 
 
-def _block_forward(block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None):
-    """BasicBlock/Bottleneck forward with the padding zeroed before each spatial conv."""
-    x = _masked(x, sizes)
+def _block_forward(block: nn.Module, x: torch.Tensor, sizes: torch.Tensor | None, masks: dict,
+                   skip_1x1_remask: bool, fold: bool):
+    """BasicBlock/Bottleneck forward with the padding zeroed before each spatial conv.
+
+    A Bottleneck's input feeds 1x1 convolutions only (conv1, the downsample): their output at a
+    valid cell reads that cell alone, so padding left over from the previous block changes no
+    valid value and the input re-mask can go (its 3x3 conv2 still gets a masked input; the
+    trunk's output is masked last). Not while BatchNorm uses batch statistics: those would see it.
+    """
     stride = block.stride
+    out_sizes = None if sizes is None else size_after(sizes, stride)
     if isinstance(block, Bottleneck):
-        out = block.relu(block.bn1(block.conv1(x)))
-        out = block.relu(block.bn2(block.conv2(_masked(out, sizes))))
-        out = block.bn3(block.conv3(out))
+        if not (skip_1x1_remask and not _uses_batch_statistics(block.bn1)):
+            x = _masked(x, sizes, masks)
+        out = block.relu(_conv_norm(block.conv1, block.bn1, x, fold))
+        out = block.relu(_conv_norm(block.conv2, block.bn2, _masked(out, sizes, masks), fold))
+        out = _conv_norm(block.conv3, block.bn3, out, fold)
     else:
-        out = block.relu(block.bn1(block.conv1(x)))
-        out = block.bn2(block.conv2(_masked(out, size_after(sizes, stride) if sizes is not None else None)))
-    identity = block.downsample(x) if block.downsample is not None else x
-    return block.relu(out + identity), (None if sizes is None else size_after(sizes, stride))
+        x = _masked(x, sizes, masks)
+        out = block.relu(_conv_norm(block.conv1, block.bn1, x, fold))
+        out = _conv_norm(block.conv2, block.bn2, _masked(out, out_sizes, masks), fold)
+    if block.downsample is None:
+        identity = x
+    elif isinstance(block.downsample, nn.Sequential) and len(block.downsample) == 2:  # torchvision: conv1x1, norm
+        identity = _conv_norm(block.downsample[0], block.downsample[1], x, fold)
+    else:
+        identity = block.downsample(x)
+    return block.relu(out + identity), out_sizes
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -174,4 +232,6 @@ def build_backbone(cfg: ModelConfig) -> tuple[ResNetTrunk, int]:
     )
     if cfg.backbone_weights:
         load_backbone_weights(trunk, cfg.backbone_weights)
+    if cfg.compile_trunk:
+        trunk.compile()  # in place: parameter names, and so checkpoints, stay those of the plain trunk
     return trunk, trunk.out_channels

@@ -20,16 +20,15 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from pixelbert.batch import Batch
-from pixelbert.config import (CONFIG_NAME, WEIGHTS_NAME, Config, ConfigError, ModelConfig, config_from_dict,
-                              read_json_object)
+from pixelbert.config import (ANSWERS_NAME, CONFIG_NAME, WEIGHTS_NAME, Config, ConfigError, ModelConfig,
+                              config_from_dict, read_json_object)
 from pixelbert.modeling.backbone import build_backbone, read_weights
 from pixelbert.modeling.heads import build_heads, init_bert_weights
 from pixelbert.modeling.text import bert_config_dict, build_text_model
 from pixelbert.modeling.tokenizer import load_tokenizer
-from pixelbert.modeling.visual import PixelEmbedding, PixelTokens, valid_sizes
+from pixelbert.modeling.visual import PixelEmbedding, PixelTokens, trunk_sizes
 
-__all__ = ["PixelBert", "PixelBertOutput", "build_model", "WEIGHTS_NAME", "CONFIG_NAME"]
-
+__all__ = ["PixelBert", "PixelBertOutput", "build_model", "pretrained_dir", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 
 @dataclass
@@ -90,6 +89,8 @@ class PixelBert(nn.Module):
         # Which heads hold freshly initialised weights, and which saved heads were left out
         # (``from_pretrained`` fills it in): read by whoever logs where the weights came from.
         self.init_report = {"fresh": list(config.heads), "dropped": []}
+        # The VQA answer of each logit (answers.json of an export); what predict_vqa names answers by.
+        self.answers: list[str] | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -120,11 +121,8 @@ class PixelBert(nn.Module):
         return self.visual(features, sizes, k, generator)
 
     def _trunk(self, images: torch.Tensor, pixel_mask: torch.Tensor | None):
-        """CNN features and their valid sizes (None when nothing is padded)."""
-        sizes = None
-        if pixel_mask is not None and not bool(pixel_mask.all()):
-            sizes = valid_sizes(pixel_mask)
-        return self.backbone(images, sizes)
+        """CNN features and their valid sizes (None when nothing is padded; see ``trunk_sizes``)."""
+        return self.backbone(images, trunk_sizes(pixel_mask))
 
     def forward_tokens(
         self,
@@ -204,8 +202,10 @@ class PixelBert(nn.Module):
             raise KeyError(f"the model has no '{name}' head (model.heads = {list(self.heads)})")
         return self.heads[name]
 
-    def mlm_logits(self, out: PixelBertOutput, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, V) vocabulary logits; with positions (B, L) bool, only those: (M, V)."""
+    def mlm_logits(self, out: PixelBertOutput,
+                   positions: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L, V) vocabulary logits; with positions ((B, L) bool, or their (rows, cols) from
+        ``nonzero(as_tuple=True)``), only those: (M, V)."""
         text = out.text_hidden
         return self._head("mlm")(text if positions is None else text[positions])
 
@@ -243,6 +243,37 @@ class PixelBert(nn.Module):
         """(B/2, 2) from the [CLS] of rows 2i (image 0) and 2i+1 (image 1)."""
         return self._head("nlvr2")(self.pooled(out))
 
+    # ------------------------------------------------------------------ predict
+    @torch.no_grad()
+    def _predict(self, batch: Batch, logits) -> torch.Tensor:
+        """(B, C) float32 probabilities of ``logits(out)``, every pixel seen, in eval mode (as evaluation runs)."""
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(batch.to(param.device, param.dtype), sample_pixels=False)
+            return logits(out).float().softmax(dim=-1).cpu()
+        finally:
+            self.train(was_training)
+
+    def predict_vqa(self, batch: Batch) -> list[tuple[str, float]]:
+        """(answer, probability) for every question row of ``batch`` (e.g. from ``pixelbert.Processor``).
+
+        The answer is the arg-max of the VQA logits, the one evaluation picks; the probability is
+        its softmax over the answer list.
+        """
+        if self.answers is None:
+            raise ConfigError(f"the model has no answer list ({ANSWERS_NAME}): load a VQA export (a fine-tuned "
+                              "run folder or its export/), or set model.answers")
+        probs = self._predict(batch, self.vqa_logits)
+        best, index = probs.max(dim=1)
+        return [(self.answers[i], p) for i, p in zip(index.tolist(), best.tolist())]
+
+    def predict_itm(self, batch: Batch) -> list[float]:
+        """P(the text matches its image) for every row of ``batch``; ranking captions (or images) by it
+        ranks them as retrieval evaluation does (its score is the same match log-odds)."""
+        return self._predict(batch, self.itm_logits)[:, 1].tolist()
+
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Trainable parameters by optimiser: {"cnn": backbone.*, "transformer": everything else}."""
         groups: dict[str, dict[str, nn.Parameter]] = {"cnn": {}, "transformer": {}}
@@ -263,7 +294,8 @@ class PixelBert(nn.Module):
         )
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write model.safetensors, pixelbert_config.json and the tokenizer files into directory."""
+        """Write model.safetensors, pixelbert_config.json, the tokenizer files and (a VQA model with
+        ``answers``) answers.json into directory, readable by whoever the umask lets read new files."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # save_model stores the tied MLM decoder once (as bert.embeddings.word_embeddings.weight,
@@ -271,8 +303,13 @@ class PixelBert(nn.Module):
         save_model(self, str(directory / WEIGHTS_NAME), force_contiguous=True)
         payload = {"model": dataclasses.asdict(self.export_config())}
         (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        # safetensors writes the weights owner-only (0600): give them the config file's permissions,
+        # those of any new file (0666 less the umask), so that others can load the export too.
+        (directory / WEIGHTS_NAME).chmod((directory / CONFIG_NAME).stat().st_mode & 0o777)
         if self.config.tokenizer or self.config.text_model:
             load_tokenizer(self.config).save_pretrained(str(directory))
+        if self.answers is not None and "vqa" in self.config.heads:
+            (directory / ANSWERS_NAME).write_text(json.dumps(list(self.answers)) + "\n")
         return directory
 
     @classmethod
@@ -280,9 +317,10 @@ class PixelBert(nn.Module):
         """Rebuild a saved model. ``overrides`` replace ModelConfig fields, e.g.
         ``heads=["vqa"]`` to fine-tune from a pre-trained model: weights of dropped heads are
         ignored and new heads start from BERT's initialisation; any other key mismatch raises.
-        A missing, broken or mismatched file is one ConfigError line naming it.
+        A missing, broken or mismatched file is one ConfigError line naming it. ``directory``
+        may also be a run folder (``train.output_dir``): its ``export/`` is loaded.
         """
-        directory = Path(directory)
+        directory = pretrained_dir(directory)
         path = directory / CONFIG_NAME
         raw = read_json_object(path, "model config").get("model")
         if not isinstance(raw, dict):
@@ -314,7 +352,38 @@ class PixelBert(nn.Module):
             unexpected = sorted(result.unexpected_keys)[:5]
             raise ConfigError(f"{weights}: missing {sorted(missing)[:5]}, unexpected {unexpected}")
         model.init_report = {"fresh": fresh, "dropped": dropped}
+        if "vqa" in cfg.heads and "vqa" not in fresh:
+            model.answers = _read_answers(directory / ANSWERS_NAME, cfg.num_answers)
         return model
+
+
+def pretrained_dir(path: str | Path) -> Path:
+    """The save_pretrained folder ``path`` names: itself, or the ``export/`` of a run folder.
+    Anything else is one ConfigError line saying what to pass instead."""
+    path = Path(path)
+    for candidate in (path, path / "export"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such folder (pass a save_pretrained folder or a run folder holding export/)")
+    if (path / "checkpoints").is_dir():
+        raise ConfigError(f"{path}: a run folder without export/ (the run did not finish); export its latest "
+                          f"checkpoint with: python launcher/export.py {path} {path / 'export'}")
+    raise ConfigError(f"{path / CONFIG_NAME}: not found (pass a save_pretrained folder, holding {CONFIG_NAME} and "
+                      f"{WEIGHTS_NAME}, or a run folder holding export/)")
+
+
+def _read_answers(path: Path, count: int) -> list[str] | None:
+    """A VQA export's answer list (None when the export has none); a wrong one is one ConfigError line."""
+    if not path.is_file():
+        return None
+    try:
+        answers = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not (isinstance(answers, list) and len(answers) == count and all(isinstance(a, str) for a in answers)):
+        raise ConfigError(f"{path}: must be a list of the {count} answers (model.num_answers) as strings")
+    return answers
 
 
 def build_model(config: Config | ModelConfig) -> PixelBert:

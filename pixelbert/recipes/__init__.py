@@ -13,9 +13,11 @@ from pixelbert.recipes.models import (
     FINETUNE_MODEL_KEYS,
     build_finetune_model,
     default_eval_split,
+    export,
     find_run_config,
     load_model,
     resolve_init,
+    vqa_answers,
 )
 from pixelbert.recipes.rundir import claim_output_dir, holds_run
 from pixelbert.recipes.scoring import EvaluationResult, evaluate, official_vqa_files, score_predictions
@@ -25,6 +27,8 @@ __all__ = [
     "pretrain",
     "finetune",
     "evaluate",
+    "export",
+    "vqa_answers",
     "score_predictions",
     "PretrainResult",
     "FinetuneResult",

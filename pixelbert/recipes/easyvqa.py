@@ -13,16 +13,20 @@ for the ImageNet weights the paper starts from; every arm gets it), then on
 split (the last 10% of the package's train images) after every epoch, then
 ``launcher/evaluate.py --split test`` once, at the end: the test split chooses nothing.
 
-Arms (``--arms``; the ablation runs all of them with the same budgets, on
-``--subset`` of the training questions):
+Arms (``--arms``; the ablation runs all of them with the same budgets, each on every label
+fraction ``--subset`` (shares of the training questions) with every fine-tuning seed ``--seeds``;
+the subset is drawn with the fine-tuning seed, so for one seed it is the same in every arm and
+nested across fractions):
   no_pretrain       fine-tune from BERT (MiniLM) + the CNN stage's trunk
   mlm               pre-train with MLM only (no ITM loss, no negatives)
   mlm_itm           MLM + ITM, random pixel sampling on (the paper's recipe)
   mlm_itm_nosample  MLM + ITM, every pixel a token in pre-training
 
-Writes per arm ``<out>/<arm>/summary.json`` (wall times of each stage, the val curve against
-time, the test accuracy) and, for several arms, ``<out>/table.md``; ``<out>/curve.png`` plots
-val accuracy against the run's wall-clock minutes.
+Writes per run ``<out>/<arm>/frac<F>[_seed<S>]/summary.json`` (wall times of each stage, the val
+curve against time, the test accuracy; with ``--stop-at-val`` the first minute val reached it),
+``<out>/table.md`` for several runs (mean +- standard deviation over seeds when there are seeds),
+``<out>/curve.png`` (val accuracy against the run's wall-clock minutes) and ``<out>/study.json``
+(the study's wall time).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from pathlib import Path
 
 from pixelbert.config import WEIGHTS_NAME, ConfigError
 
-__all__ = ["ARMS", "StudyOptions", "StudyError", "run_cnn_stage", "run_arm", "run_study", "used_outputs",
-           "write_table", "plot"]
+__all__ = ["ARMS", "StudyOptions", "StudyError", "cell_name", "finetune_sets", "run_cnn_stage", "pretrain_arm",
+           "run_arm", "run_study", "used_outputs", "write_table", "write_seed_table", "plot"]
 
 
 class StudyError(RuntimeError):
@@ -62,10 +66,13 @@ class StudyOptions:
     cwd: Path  # where they run (the repository root: config paths are relative to it)
     out: Path
     arms: list = field(default_factory=lambda: ["mlm_itm"])
-    subset: float = 1.0
+    fractions: list = field(default_factory=lambda: [1.0])  # shares of the training questions, one cell each
+    seeds: list | None = None  # fine-tuning seeds (train.seed), one run each; None: the config's own
     cnn_steps: int = 400
     pretrain_steps: int = 500
     finetune_epochs: int | None = None
+    finetune_steps: int | None = None  # train.max_steps of every fine-tuning run (equal budgets)
+    stop_at_val: float | None = None  # end a fine-tuning run at its first val accuracy >= this (%)
     cnn_config: str = "configs/tiny_cnn.json"
     pretrain_config: str = "configs/tiny.json"
     finetune_config: str = "configs/finetune/easyvqa.json"
@@ -75,18 +82,35 @@ class StudyOptions:
 
     @classmethod
     def for_study(cls, ablation: bool, **given) -> "StudyOptions":
-        """The result (mlm_itm on every question) or the ablation (every arm on 10%, shorter budgets);
-        ``given`` values that are None keep the default."""
+        """The result (mlm_itm on every question) or the ablation (every arm, 3 seeds, few labels, equal
+        budgets); ``given`` values that are None keep the default."""
         given = {k: v for k, v in given.items() if v is not None}
-        defaults = dict(arms=list(ARMS), out=Path("runs/easyvqa/ablation"), subset=0.1, pretrain_steps=150,
-                        finetune_epochs=5) if ablation else dict(out=Path("runs/easyvqa/result"))
+        defaults = dict(arms=list(ARMS), out=Path("runs/easyvqa/ablation"), fractions=[0.01, 0.02, 0.1],
+                        seeds=[0, 1, 2], pretrain_steps=500, finetune_steps=150) if ablation \
+            else dict(out=Path("runs/easyvqa/result"))
         options = cls(**{**defaults, **given})
-        if ablation:  # one val score at the end of each arm: the table compares end points
+        if ablation:  # one val score at the end of each run: the table compares end points
             options.finetune_set = ["train.eval_every=1000000", *options.finetune_set]
-        if not 0.0 < options.subset <= 1.0:
-            raise ConfigError(f"subset must be in (0, 1], got {options.subset}")
+        if not all(0.0 < f <= 1.0 for f in options.fractions):
+            raise ConfigError(f"subset fractions must be in (0, 1], got {options.fractions}")
         options.out = Path(options.out).resolve()
         return options
+
+    def cells(self) -> list[tuple[float, int | None]]:
+        """(fraction, seed) of every fine-tuning run of an arm, in run order."""
+        return [(f, s) for f in self.fractions for s in (self.seeds or [None])]
+
+
+def cell_name(fraction: float, seed: int | None) -> str:
+    return f"frac{fraction:g}" + ("" if seed is None else f"_seed{seed}")
+
+
+def finetune_sets(options: StudyOptions, fraction: float, seed: int | None) -> list[str]:
+    """The overrides a fine-tuning run gets for its cell: the same in every arm, so the arms see
+    the same questions (the subset is drawn with train.seed: nested across fractions)."""
+    return [f"data.subset_fraction={fraction}", *([f"train.seed={seed}"] if seed is not None else []),
+            *([f"train.epochs={options.finetune_epochs}"] if options.finetune_epochs else []),
+            *([f"train.max_steps={options.finetune_steps}"] if options.finetune_steps else [])]
 
 
 def _run(cmd: list[str], log: Path, cwd: Path) -> float:
@@ -117,51 +141,65 @@ def run_cnn_stage(out: Path, args: StudyOptions) -> tuple[Path | None, float]:
     return out / "export" / WEIGHTS_NAME, round(seconds, 1)
 
 
-def run_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None, cnn_s: float) -> dict:
-    """Pre-train (unless no_pretrain), fine-tune, score test; returns and writes the summary.
-
-    ``trunk``/``cnn_s``: the CNN stage's weights and wall time (counted in every arm's total)."""
+def pretrain_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None) -> tuple[Path | None, float]:
+    """The arm's pre-training, once for all its cells: (its export or None for no_pretrain, wall seconds)."""
+    if ARMS[arm] is None:
+        return None, 0.0
     out.mkdir(parents=True, exist_ok=True)
+    pre = out / "pretrain"
     # The CNN stage's trunk takes the place of ImageNet weights, and BatchNorm keeps the statistics
-    # learned there (frozen: small fine-tuning image batches cannot swing them).
-    weights = [f"model.backbone_weights={json.dumps(str(trunk))}"] if trunk else []
+    # learned there (frozen: small image batches cannot swing them).
+    weights = [f"model.backbone_weights={json.dumps(str(trunk))}", "model.frozen_bn=true"] if trunk else []
+    sets = [f"train.output_dir={json.dumps(str(pre))}", f"train.max_steps={args.pretrain_steps}",
+            f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=24",
+            "deepspeed.zero_optimization.stage=0",  # one process: ZeRO would only add copies
+            *weights, *ARMS[arm], *args.pretrain_set]
+    seconds = _run([sys.executable, str(args.launchers / "pretrain.py"), "--config", args.pretrain_config,
+                    *_sets(sets)], out / "pretrain.log", args.cwd)
+    return pre / "export", round(seconds, 1)
+
+
+def run_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None, cnn_s: float,
+            init: Path | None = None, pre_s: float = 0.0, fraction: float | None = None,
+            seed: int | None = None) -> dict:
+    """Fine-tune one cell of an arm (from ``init``, the arm's pre-trained export), score test once;
+    returns and writes ``<out>/summary.json``. ``trunk``/``cnn_s``: the CNN stage's weights and wall
+    time, ``pre_s`` the arm's pre-training wall time (both counted in the total)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fraction = args.fractions[0] if fraction is None else fraction
     frozen = ["model.frozen_bn=true"] if trunk else []
+    # With an init the trunk comes from the pre-trained model; frozen_bn is a fine-tuning choice.
+    weights = [] if init or not trunk else [f"model.backbone_weights={json.dumps(str(trunk))}"]
     py = sys.executable
-    summary: dict = {"arm": arm, "subset_fraction": args.subset, "cnn_steps": args.cnn_steps,
-                     "pretrain_steps": args.pretrain_steps, "finetune_epochs": args.finetune_epochs,
-                     "cnn_wall_s": cnn_s, "pretrain_wall_s": 0.0}
-    init = []
-    if ARMS[arm] is not None:
-        pre = out / "pretrain"
-        sets = [f"train.output_dir={json.dumps(str(pre))}", f"train.max_steps={args.pretrain_steps}",
-                f"train.eval_every={args.pretrain_steps}", "data.micro_batch_size=24",
-                "deepspeed.zero_optimization.stage=0",  # one process: ZeRO would only add copies
-                *weights, *frozen, *ARMS[arm], *args.pretrain_set]
-        summary["pretrain_wall_s"] = round(_run([py, str(args.launchers / "pretrain.py"), "--config",
-                                                 args.pretrain_config, *_sets(sets)], out / "pretrain.log", args.cwd), 1)
-        init = ["--init", str(pre / "export")]
+    summary: dict = {"arm": arm, "subset_fraction": fraction, "seed": seed, "cnn_steps": args.cnn_steps,
+                     "pretrain_steps": args.pretrain_steps if init else 0, "finetune_epochs": args.finetune_epochs,
+                     "finetune_steps": args.finetune_steps, "cnn_wall_s": cnn_s, "pretrain_wall_s": pre_s}
     ft = out / "finetune"
-    # With --init the trunk comes from the pre-trained model; frozen_bn is a fine-tuning choice.
-    sets = [*([] if init else weights), *frozen, f"train.output_dir={json.dumps(str(ft))}",
-            f"data.subset_fraction={args.subset}",
-            *([f"train.epochs={args.finetune_epochs}"] if args.finetune_epochs else []), *args.finetune_set]
+    sets = [*weights, *frozen, f"train.output_dir={json.dumps(str(ft))}", *finetune_sets(args, fraction, seed),
+            *args.finetune_set]
+    stop = ["--stop-at-val", str(args.stop_at_val)] if args.stop_at_val is not None else []
     summary["finetune_wall_s"] = round(_run([py, str(args.launchers / "finetune.py"), "--task", "vqa",
-                                             "--config", args.finetune_config, *init, *_sets(sets)],
+                                             "--config", args.finetune_config,
+                                             *(["--init", str(init)] if init else []), *stop, *_sets(sets)],
                                             out / "finetune.log", args.cwd), 1)
     summary["total_wall_s"] = round(summary["cnn_wall_s"] + summary["pretrain_wall_s"] + summary["finetune_wall_s"], 1)
     _run([py, str(args.launchers / "evaluate.py"), "--task", "vqa", "--checkpoint", str(ft), "--split", "test"],
          out / "evaluate.log", args.cwd)
     test = json.loads((ft / "eval" / "test" / "metrics.json").read_text())["metrics"]
     evals = json.loads((ft / "eval.json").read_text())["evals"]
-    pre_s = summary["cnn_wall_s"] + summary["pretrain_wall_s"]
-    summary["val_curve"] = [{"epoch": e["epoch"], "minutes": round((pre_s + e["train_seconds"]) / 60, 2),
+    before = summary["cnn_wall_s"] + summary["pretrain_wall_s"]
+    summary["val_curve"] = [{"epoch": e["epoch"], "minutes": round((before + e["train_seconds"]) / 60, 2),
                              "val_accuracy": e["metrics"]["vqa_accuracy"]} for e in evals]
+    if args.stop_at_val is not None:  # the first minute val reached the bar, and the test of that checkpoint
+        reached = [p for p in summary["val_curve"] if p["val_accuracy"] >= args.stop_at_val]
+        summary["stop_at_val"] = args.stop_at_val
+        summary["minutes_to_val"] = reached[0]["minutes"] if reached else None
     summary["test_accuracy"] = test["vqa_accuracy"]
     summary["test_questions"] = int(test["num_questions"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"{arm}: test accuracy {summary['test_accuracy']:.2f}% after {summary['total_wall_s'] / 60:.1f} min "
-          f"(CNN stage {summary['cnn_wall_s'] / 60:.1f}, pre-training {summary['pretrain_wall_s'] / 60:.1f}, "
-          f"fine-tuning {summary['finetune_wall_s'] / 60:.1f})", flush=True)
+    print(f"{arm} {cell_name(fraction, seed)}: test accuracy {summary['test_accuracy']:.2f}% after "
+          f"{summary['total_wall_s'] / 60:.1f} min (CNN stage {summary['cnn_wall_s'] / 60:.1f}, pre-training "
+          f"{summary['pretrain_wall_s'] / 60:.1f}, fine-tuning {summary['finetune_wall_s'] / 60:.1f})", flush=True)
     return summary
 
 
@@ -180,12 +218,32 @@ def write_table(summaries: list[dict], path: Path) -> None:
 def plot(summaries: list[dict], path: Path) -> None:
     from pixelbert.evaluation.plots import line_chart
 
-    series = {}
+    series, one_per_arm = {}, len(summaries) == len({s["arm"] for s in summaries})
     for s in summaries:
-        series[f"{s['arm']} val"] = [(p["minutes"], p["val_accuracy"]) for p in s["val_curve"]]
-        series[f"{s['arm']} test (end) {s['test_accuracy']:.2f}%"] = [(s["total_wall_s"] / 60, s["test_accuracy"])]
+        name = s["arm"] if one_per_arm else f"{s['arm']} {cell_name(s['subset_fraction'], s.get('seed'))}"
+        series[f"{name} val"] = [(p["minutes"], p["val_accuracy"]) for p in s["val_curve"]]
+        series[f"{name} test (end) {s['test_accuracy']:.2f}%"] = [(s["total_wall_s"] / 60, s["test_accuracy"])]
     line_chart(series, path, xlabel="wall-clock minutes since the CNN stage started (2 CPU cores)",
                ylabel="VQA accuracy (%)", title="easy-VQA", hline=(93.8, "author baseline 93.8%"))
+
+
+def write_seed_table(summaries: list[dict], path: Path) -> None:
+    """Test accuracy per arm and label fraction: mean +- standard deviation over seeds, and each seed."""
+    import statistics
+
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for s in summaries:
+        cells.setdefault((s["arm"], s["subset_fraction"]), []).append(s)
+    lines = ["| arm | labels | seeds | test acc mean +- std (%) | each seed (%) | fine-tuning (min, mean) |",
+             "|---|---|---|---|---|---|"]
+    for (arm, fraction), runs in cells.items():
+        tests = [r["test_accuracy"] for r in runs]
+        spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+        lines.append(f"| {arm} | {fraction:.0%} | {len(runs)} | {statistics.mean(tests):.2f} +- {spread:.2f} | "
+                     + ", ".join(f"{t:.2f}" for t in tests)
+                     + f" | {statistics.mean(r['finetune_wall_s'] for r in runs) / 60:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def used_outputs(options: StudyOptions) -> list[Path]:
@@ -195,13 +253,23 @@ def used_outputs(options: StudyOptions) -> list[Path]:
 
 
 def run_study(options: StudyOptions) -> list[dict]:
-    """The CNN stage once, then every arm; table.md (several arms) and curve.png. Returns the summaries."""
+    """The CNN stage once, each arm's pre-training once, then every (fraction, seed) cell of every arm;
+    table.md (several runs) and curve.png. Returns the summaries."""
     used = used_outputs(options)
     if used:
         raise ConfigError(f"{used[0]} already holds a run; choose another --out")
+    started = time.monotonic()
     trunk, cnn_s = run_cnn_stage(options.out / "cnn", options)
-    summaries = [run_arm(arm, options.out / arm, options, trunk, cnn_s) for arm in options.arms]
-    if len(summaries) > 1:
+    summaries = []
+    for arm in options.arms:
+        init, pre_s = pretrain_arm(arm, options.out / arm, options, trunk)
+        summaries += [run_arm(arm, options.out / arm / cell_name(f, s), options, trunk, cnn_s, init, pre_s, f, s)
+                      for f, s in options.cells()]
+    if len(options.cells()) > 1:
+        write_seed_table(summaries, options.out / "table.md")
+    elif len(summaries) > 1:
         write_table(summaries, options.out / "table.md")
     plot(summaries, options.out / "curve.png")
+    (options.out / "study.json").write_text(json.dumps(
+        {"wall_s": round(time.monotonic() - started, 1), "runs": len(summaries)}, indent=1) + "\n")
     return summaries

@@ -14,7 +14,7 @@ from pixelbert.config import CONFIG_NAME, Config, ConfigError
 from pixelbert.tasks import TASK_HEADS
 
 __all__ = ["FINETUNE_MODEL_KEYS", "default_eval_split", "resolve_init", "find_run_config", "load_model",
-           "build_finetune_model"]
+           "build_finetune_model", "vqa_answers", "export"]
 
 # What a fine-tuning config may change in a pre-trained model; the rest is the architecture.
 FINETUNE_MODEL_KEYS = ("num_answers", "visual_dropout", "attn_implementation", "frozen_bn")
@@ -60,6 +60,37 @@ def load_model(checkpoint: str | Path, tmp: str | Path):
         raise ConfigError(f"--checkpoint {checkpoint}: no model there "
                           f"(no {CONFIG_NAME}, export/ or complete checkpoint)")
     return PixelBert.from_pretrained(export_pretrained(ckpt, tmp)), None
+
+
+def vqa_answers(config: Config) -> list[str] | None:
+    """The answer list of a run's VQA model (its shards' manifest ``answers``); None for other models."""
+    if "vqa" not in config.model.heads:
+        return None
+    from data_pipeline.records import DataError
+    from data_pipeline.shards import load_manifest
+
+    shards = config.data.shards
+    try:
+        answers = load_manifest(shards).get("answers") if isinstance(shards, str) else None
+    except DataError as e:
+        raise ConfigError(f"a VQA model's export carries its answer list, read from its shards: {e}") from None
+    if not answers:
+        raise ConfigError(f"{shards}: no answer list in the manifest (a VQA model's export carries it)")
+    return answers
+
+
+def export(source: str | Path, out_dir: str | Path) -> Path:
+    """The checkpoint ``source`` names (a run folder: its latest complete one; its ``checkpoints/``; one
+    ``step_*`` folder) -> a save_pretrained folder with what prediction needs: the run's preprocessing
+    and a VQA model's answer list."""
+    from pixelbert.engine.checkpoint import checkpoint_config, export_pretrained
+
+    source = Path(source)
+    if not source.exists():
+        raise ConfigError(f"{source}: no such checkpoint folder")
+    root = source / "checkpoints" if (source / "checkpoints").is_dir() else source
+    _, config = checkpoint_config(root)
+    return export_pretrained(root, out_dir, answers=vqa_answers(config))
 
 
 def build_finetune_model(config: Config, init: Path | None):

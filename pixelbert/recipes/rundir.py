@@ -14,12 +14,12 @@ import os
 import shutil
 from pathlib import Path
 
-from pixelbert.config import ConfigError
+from pixelbert.config import DEEPSPEED_CONFIG_NAME, ConfigError
 
 __all__ = ["RUN_ENTRIES", "LOCK_NAME", "holds_run", "claim_output_dir"]
 
 # What a run writes into its folder; ``overwrite`` removes exactly these, nothing else.
-RUN_ENTRIES = ("checkpoints", "export", "tensorboard", "config.json", "eval.json", "eval")
+RUN_ENTRIES = ("checkpoints", "export", "tensorboard", "config.json", DEEPSPEED_CONFIG_NAME, "eval.json", "eval")
 LOCK_NAME = ".pixelbert.lock"
 
 
@@ -32,6 +32,13 @@ def holds_run(folder: str | Path) -> bool:
 def _refusal(folder: Path, resume: str | None, overwrite: bool) -> str | None:
     if folder.exists() and not folder.is_dir():
         return f"train.output_dir {folder} is a file, not a folder"
+    base = folder  # the folder, or the nearest parent that exists: where the run's first write lands
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        return f"train.output_dir {folder}: {base} is a file, not a folder"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"train.output_dir {folder} is not writable ({base} does not let this user create files)"
     if resume is None and not overwrite and holds_run(folder):
         return (f"train.output_dir {folder} already holds a run; resume it (--resume auto), replace it "
                 "(--overwrite) or choose another train.output_dir")

@@ -122,7 +122,7 @@ def evaluate(checkpoint: str | Path, task: str, *, split: str | None = None, con
     ``<checkpoint>/eval/<split>``); ``visualize``: that many attention pictures under attention/."""
     import torch.distributed as dist
 
-    from data_pipeline.loaders import build_loader
+    from data_pipeline.loaders import build_loader, check_shards
     from pixelbert.engine.hardware import detect_hardware, init_distributed
     from pixelbert.evaluation.runner import EvalOptions, evaluate as run_evaluation
 
@@ -138,6 +138,7 @@ def evaluate(checkpoint: str | Path, task: str, *, split: str | None = None, con
         raise ConfigError(f"--checkpoint {checkpoint}: no config.json with it; "
                           "give --config (its data section names the shards)")
     cfg = load_config(config_path, overrides)
+    check_shards(cfg, [split])  # a mistyped split is one line before the model loads
     with tempfile.TemporaryDirectory() as tmp:
         model, model_dir = load_model(checkpoint, tmp)
         missing = [h for h in TASK_HEADS[task] if h not in model.config.heads]

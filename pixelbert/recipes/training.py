@@ -45,6 +45,7 @@ class FinetuneResult:
     eval_split: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # last evaluation
     evals: list[dict] = field(default_factory=list)  # every evaluation: {"step", "epoch", "train_seconds", "metrics"}
+    stopped_at_target: bool = False  # ended early: ``stop_at`` was reached
 
 
 def world_size() -> int:
@@ -57,13 +58,15 @@ def world_size() -> int:
 def _check(config: Config, splits: list[str], resume: str | None, overwrite: bool) -> None:
     """Everything a user can get wrong that is cheap to find: before the process group and the model."""
     from data_pipeline.loaders import check_shards
+    from pixelbert.engine.deepspeed_check import check_deepspeed_config
     from pixelbert.engine.trainer import plan_batch
 
     claim_output_dir(config.train.output_dir, resume=resume, overwrite=overwrite, check_only=True)
-    plan_batch(config, world_size())
+    plan = plan_batch(config, world_size())
     if resume not in (None, "auto") and not Path(resume).exists():
         raise ConfigError(f"--resume {resume}: no such checkpoint")
     check_shards(config, splits)
+    check_deepspeed_config(config, plan.micro_batch, plan.accumulation)  # imports DeepSpeed: last
 
 
 def _start(config: Config):
@@ -78,10 +81,11 @@ def _start(config: Config):
     return hw, dist.get_rank(), dist.get_world_size()
 
 
-def _fit_and_export(trainer, resume: str | None, overwrite: bool, extra: dict[str, object] | None = None,
+def _fit_and_export(trainer, resume: str | None, overwrite: bool, answers: list[str] | None = None,
                     finish: Callable | None = None):
     """Fit under the output-folder lock; then on rank 0 ``finish(fit)`` and, for a finished run, the
-    export (with ``extra`` JSON files beside the weights); then every rank meets at a barrier."""
+    export (with the preprocessing and a VQA model's ``answers`` beside the weights, for prediction);
+    then every rank meets at a barrier."""
     import torch.distributed as dist
 
     from pixelbert.engine.checkpoint import export_pretrained
@@ -94,9 +98,7 @@ def _fit_and_export(trainer, resume: str | None, overwrite: bool, extra: dict[st
             if finish is not None:
                 finish(fit)
             if not fit.stopped_by_signal:
-                export = export_pretrained(out / "checkpoints", out / "export")
-                for name, payload in (extra or {}).items():
-                    (export / name).write_text(json.dumps(payload) + "\n")
+                export = export_pretrained(out / "checkpoints", out / "export", answers=answers)
         dist.barrier()
     return fit, export
 
@@ -108,17 +110,17 @@ def pretrain(config: Config, *, resume: str | None = None, overwrite: bool = Fal
     or a fresh start) or a checkpoint path. ``overwrite``: a new run may replace an earlier run
     in train.output_dir (otherwise refused).
     """
-    from data_pipeline.loaders import build_loader
-    from pixelbert import build_model
-    from pixelbert.engine.checkpoint import seed_everything
-    from pixelbert.engine.trainer import Trainer, task_metrics_eval
-    from pixelbert.tasks import build_task
-
     config = copy.deepcopy(config)
     if config.train.task not in PRETRAIN_TASKS:
         raise ConfigError(f"{config.source}: 'train.task' is {config.train.task!r}; pre-training runs "
                           f"{' or '.join(PRETRAIN_TASKS)} (fine-tuning tasks: pixelbert.recipes.finetune)")
     _check(config, ["train"] + (["val"] if config.train.eval_every else []), resume, overwrite)
+    from data_pipeline.loaders import build_loader  # the heavy imports, once the cheap checks passed
+    from pixelbert import build_model
+    from pixelbert.engine.checkpoint import seed_everything
+    from pixelbert.engine.trainer import Trainer, task_metrics_eval
+    from pixelbert.tasks import build_task
+
     hw, rank, world = _start(config)
     task = build_task(config)
     loader = build_loader(config, "train", rank, world)
@@ -136,7 +138,7 @@ def pretrain(config: Config, *, resume: str | None = None, overwrite: bool = Fal
 def finetune(config: Config, *, task: str | None = None, init: str | Path | None = None,
              eval_split: str | None = "default", resume: str | None = None, overwrite: bool = False,
              on_eval: Callable[[int, float, dict], None] | None = None,
-             checkpoint_each_eval: bool = False) -> FinetuneResult:
+             checkpoint_each_eval: bool = False, stop_at: tuple[str, float] | None = None) -> FinetuneResult:
     """Fine-tune on VQA, NLVR2 or retrieval on the one training engine.
 
     ``task``: the fine-tuning task (default ``config.train.task``); a config written for another
@@ -146,8 +148,10 @@ def finetune(config: Config, *, task: str | None = None, init: str | Path | None
     None: no evaluation. ``on_eval(step, epoch, metrics)`` sees every evaluation (Ray Tune
     reports from there; epoch = epochs done, fractional between epochs);
     ``checkpoint_each_eval`` checkpoints before each ``on_eval`` (a restored trial resumes
-    exactly at its last report). Writes eval.json beside the checkpoints; VQA exports carry
-    answers.json.
+    exactly at its last report). ``stop_at`` (metric, value): the run ends, checkpointed and
+    exported like a finished one, at the first evaluation where the metric reaches the value
+    (``stopped_at_target``). Writes eval.json beside the checkpoints; the export carries the
+    preprocessing (preprocessor_config.json) and, for VQA, the answer list (answers.json).
     """
     from data_pipeline.loaders import build_loader
     from pixelbert.engine.checkpoint import seed_everything
@@ -185,6 +189,8 @@ def finetune(config: Config, *, task: str | None = None, init: str | Path | None
             trainer.save()
         if on_eval is not None:
             on_eval(entry["step"], entry["epoch"], metrics)
+        if stop_at is not None and metrics.get(stop_at[0], float("-inf")) >= stop_at[1]:
+            trainer.finish_now = result.stopped_at_target = True  # every rank sees the same reduced metrics
 
     eval_fn = make_eval_fn(task, EvalOptions(answers=answers), on_result=record) if eval_loader else None
     trainer = Trainer(model, build_task(config), train_loader, config, eval_loader=eval_loader, eval_fn=eval_fn,
@@ -199,7 +205,6 @@ def finetune(config: Config, *, task: str | None = None, init: str | Path | None
         result.evals = [e for e in earlier if e["step"] < first_new] + result.evals
         (out / "eval.json").write_text(json.dumps({"split": eval_split, "evals": result.evals}, indent=1) + "\n")
 
-    fit, result.export = _fit_and_export(trainer, resume, overwrite, {"answers.json": answers} if answers else None,
-                                         finish=finish)
+    fit, result.export = _fit_and_export(trainer, resume, overwrite, answers, finish=finish)
     result.step, result.stopped_by_signal = fit.step, fit.stopped_by_signal
     return result

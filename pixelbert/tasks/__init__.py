@@ -7,7 +7,7 @@ model with exactly those heads (new ones start fresh, unused ones are dropped).
 
 from __future__ import annotations
 
-from pixelbert.config import FINETUNE_TASKS, PRETRAIN_TASKS, TASKS, Config, ConfigError
+from pixelbert.config import FINETUNE_TASKS, PRETRAIN_TASKS, TASKS, Config, ConfigError, did_you_mean
 
 __all__ = ["TASKS", "PRETRAIN_TASKS", "TASK_HEADS", "FINETUNE_TASKS", "RETRIEVAL_HARD_NEGATIVES", "build_task", "check_task"]
 
@@ -18,9 +18,9 @@ RETRIEVAL_HARD_NEGATIVES = 5
 
 
 def check_task(name: str, allowed: tuple[str, ...] = TASKS) -> str:
-    """``name`` if it is a known task, else ConfigError with the known names."""
+    """``name`` if it is a known task, else ConfigError with the closest name or the known ones."""
     if name not in allowed:
-        raise ConfigError(f"unknown task {name!r} (known: {', '.join(allowed)})")
+        raise ConfigError(f"unknown task {name!r} ({did_you_mean(name, allowed)})")
     return name
 
 

@@ -40,7 +40,9 @@ class PretrainTask:
             raise ValueError("pretrain task: the batch needs mlm_labels and itm_labels")
         out = model(batch, sample_pixels=True)  # the model samples when model.pixel_sampling is on
         labels = batch.mlm_labels.masked_fill(batch.itm_labels[:, None] != 1, IGNORE_INDEX)
-        positions = labels != IGNORE_INDEX  # (B, L)
+        # The M target positions as (rows, cols), found once: every boolean index is a host sync
+        # on a GPU (its result size must be read back), and this step needs M only once.
+        positions = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
         mlm_logits = model.mlm_logits(out, positions).float()  # (M, V); fp32 loss under bf16
         targets = labels[positions]
         if targets.numel():

@@ -46,10 +46,11 @@ def sweep(path: str | Path, *, init: str | None = None, address: str | None = No
           resume: bool = False) -> SweepOutcome:
     """Run the sweep file ``path`` (``resume``: continue it); ``init`` overrides its pre-trained folder.
 
-    Bad files raise ConfigError before Ray starts; no trial reporting the metric raises RuntimeError.
+    Bad files (and splits the shards lack) raise ConfigError / DataError before Ray starts; no trial
+    reporting the metric raises RuntimeError.
     """
-    from ray import tune
-
+    from data_pipeline.loaders import check_shards
+    from pixelbert.config import config_from_dict
     from pixelbert.evaluation.runner import MAIN_METRIC
     from pixelbert.recipes import default_eval_split, resolve_init
     from pixelbert.tasks import FINETUNE_TASKS, check_task
@@ -63,6 +64,9 @@ def sweep(path: str | Path, *, init: str | None = None, address: str | None = No
     init_dir = str(resolve_init(spec.init)) if spec.init is not None else None
     metric = spec.metric or MAIN_METRIC[task]
     eval_split = spec.eval_split or default_eval_split(task)
+    check_shards(config_from_dict(base, source=spec.source), ["train", eval_split])
+    from ray import tune
+
     fn = tune.with_parameters(trial, base=base, init=init_dir, eval_split=eval_split,
                               experiment_dir=str(spec.experiment_dir))
     grid = run_sweep(spec, fn, base, metric, address=address, resume=resume)

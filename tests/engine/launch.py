@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes  # tests/processes.py
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DRIVER = REPO / "tests" / "engine" / "run_synthetic.py"
@@ -45,26 +47,33 @@ def command(launcher: str, script_args: list[str]) -> list[str]:
     raise ValueError(launcher)
 
 
-def run_driver(out: Path, runs: list[dict], launcher: str = "python", timeout: int = 400) -> dict[str, dict]:
-    """Run the driver over ``runs``; return {name: result} read back from ``out``."""
+def run_driver(out: Path, runs: list[dict], launcher: str = "python") -> dict[str, dict]:
+    """Run the driver over ``runs``; return {name: result} read back from ``out``.
+
+    No fixed time limit: it waits as long as the runs make progress (tests/processes.py)."""
     path = out / f"{runs[0]['name']}.spec.json"
     path.write_text(json.dumps({"out": str(out), "runs": runs}))
     args = [str(DRIVER), str(path)]
     if launcher == "torchrun2":
-        run_torchrun_two_nodes(args, timeout)
+        run_torchrun_two_nodes(args, out)
     else:
-        check(subprocess.run(command(launcher, args), cwd=REPO, env=env(), capture_output=True, text=True,
-                             timeout=timeout), launcher)
+        check(processes.run(command(launcher, args), out / f"{runs[0]['name']}.logs", cwd=REPO, env=env(),
+                            watch=[out], what=f"{launcher} {runs[0]['name']}"), launcher)
     return {r["name"]: json.loads((out / f"{r['name']}.result.json").read_text()) for r in runs}
 
 
-def run_torchrun_two_nodes(args: list[str], timeout: int = 400) -> None:
+def run_torchrun_two_nodes(args: list[str], out: Path) -> None:
     """Two torchrun "nodes" of one rank each, rendezvous on 127.0.0.1 (how ssh-less clusters start)."""
     port = free_port()
-    procs = [subprocess.Popen(
-        [str(BIN / "torchrun"), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node),
-         "--master_addr", "127.0.0.1", "--master_port", str(port), *args],
-        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
-    for node, p in enumerate(procs):
-        out, err = p.communicate(timeout=timeout)
-        check(subprocess.CompletedProcess(p.args, p.returncode, out, err), f"torchrun node {node}")
+    logs = [(out / f"node{node}.out", out / f"node{node}.err") for node in (0, 1)]
+    procs = []
+    for node, (log, err) in enumerate(logs):
+        with open(log, "w") as o, open(err, "w") as e:
+            procs.append(subprocess.Popen(
+                [str(BIN / "torchrun"), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node),
+                 "--master_addr", "127.0.0.1", "--master_port", str(port), *args],
+                cwd=REPO, env=env(), stdout=o, stderr=e, text=True, start_new_session=True))
+    processes.wait(procs, [out], "torchrun nodes", logs=[f for pair in logs for f in pair])
+    for node, (p, (log, err)) in enumerate(zip(procs, logs)):
+        done = subprocess.CompletedProcess(p.args, p.returncode, log.read_text(), err.read_text())
+        check(done, f"torchrun node {node}")

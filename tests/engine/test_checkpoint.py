@@ -1,4 +1,4 @@
-"""Checkpoint folders: completeness, the latest pointer, RNG round trip, safe loading, signals."""
+"""Checkpoint folders: completeness, the latest pointer, RNG round trip, safe loading, signals, resume batch rule."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from pixelbert.config import ConfigError
 from pixelbert.engine.checkpoint import (
     GracefulStop, find_resume, is_complete, rng_state, safe_torch_load, seed_everything, set_rng_state,
 )
+from pixelbert.engine.trainer import BatchPlan, check_resume_batch
 
 
 def fake_checkpoint(root, step: int, complete: bool = True):
@@ -87,3 +89,28 @@ def test_sigterm_sets_the_stop_flag_instead_of_killing():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is not stop._handle
+
+
+SAVED_ON = BatchPlan(micro_batch=32, accumulation=1, world_size=2)  # global batch 64
+
+
+def _split(plan: BatchPlan) -> str:
+    return f"{plan.world_size}x{plan.micro_batch}x{plan.accumulation}"
+
+
+@pytest.mark.parametrize("plan", [BatchPlan(32, 2, 1), BatchPlan(16, 1, 4), BatchPlan(8, 2, 4), BatchPlan(4, 1, 16)],
+                         ids=_split)
+def test_a_run_resumes_with_its_global_batch_split_over_any_ranks_micro_batch_and_accumulation(plan):
+    check_resume_batch(SAVED_ON, plan, "step_00000010")
+
+
+@pytest.mark.parametrize("plan", [BatchPlan(32, 1, 1), BatchPlan(32, 1, 4), BatchPlan(16, 1, 2), BatchPlan(64, 2, 2)],
+                         ids=_split)
+def test_another_global_batch_is_refused_in_one_line_whatever_the_sizes(plan):
+    with pytest.raises(ConfigError) as err:
+        check_resume_batch(SAVED_ON, plan, "step_00000010")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("step_00000010: saved with global batch 64")
+    assert f"this run has {plan.global_batch}" in message
+    assert "train.global_batch_size 64" in message

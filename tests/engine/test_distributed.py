@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_pipeline.records import BAD_KINDS
 from pixelbert.engine.checkpoint import consolidated_state_dict
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def test_tensorboard_has_every_scalar(runs_dir, two_rank_runs):
         "train/loss", "train/mlm_loss", "train/itm_loss", "train/mlm_acc", "train/itm_acc",
         "lr/cnn", "lr/cnn_no_decay", "lr/transformer", "lr/transformer_no_decay", "train/grad_norm",
         "perf/samples_per_s", "perf/tokens_per_s", "perf/data_wait_fraction", "perf/peak_memory_mb",
-        "data/bad_samples/decode_error", "train/bad_steps",
+        "train/bad_steps", *(f"data/bad_samples/{kind}" for kind in BAD_KINDS),
     }
     assert expected <= tags, expected - tags
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]

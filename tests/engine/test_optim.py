@@ -174,3 +174,29 @@ def test_schedule_state_restores_the_lr():
     s2.load_state_dict(s1.state_dict())
     assert lrs(s2) == lrs(s1) == pytest.approx({"cnn": 5e-3, "cnn_no_decay": 5e-3, "transformer": 5e-5,
                                                 "transformer_no_decay": 5e-5})
+
+
+def test_the_torch_fused_adamw_fallback_steps_as_torch_fused_adamw_does():
+    """What a GPU without a buildable DeepSpeed FusedAdam runs (torch's fused kernel runs on CPU too)."""
+    torch.manual_seed(0)
+    model = Toy()
+    ref = copy.deepcopy(model)
+    x, ids = torch.randn(2, 3, 6, 6), torch.randint(0, 10, (2, 5))
+    opt = SplitOptimizer(build_param_groups(model, TrainConfig()), adamw_impl="torch_fused")
+    ref_groups = build_param_groups(ref, TrainConfig())
+    sgd = torch.optim.SGD([g for g in ref_groups if g["rule"] == "sgd"], lr=0.1)
+    adamw = torch.optim.AdamW([g for g in ref_groups if g["rule"] == "adamw"], lr=0.1, fused=True)
+    for _ in range(3):
+        for m, opts in ((model, [opt]), (ref, [sgd, adamw])):
+            m(x, ids).square().mean().backward()
+            for o in opts:
+                o.step()
+                o.zero_grad()
+    assert all(g["fused"] for g in opt.param_groups if g["rule"] == "adamw")
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_an_unknown_adamw_kernel_is_refused():
+    with pytest.raises(ValueError, match="unknown adamw_impl 'fused'"):
+        SplitOptimizer(build_param_groups(Toy(), TrainConfig()), adamw_impl="fused")

@@ -56,6 +56,18 @@ def test_image_retrieval_ranks_each_caption_image():
     assert metrics["img_r3"] == pytest.approx(100.0)
 
 
+def test_an_item_at_0_based_rank_k_is_outside_recall_at_k_on_both_sides():
+    # Every image has exactly one wrong caption above its own, every caption one wrong image
+    # above its own: rank 1 everywhere, so Recall@1 is 0 and Recall@2 is 100 on both sides.
+    t2i = torch.tensor([0, 1, 2])
+    scores = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 2.0], [2.0, 0.0, 1.0]])
+    assert text_retrieval_ranks(scores, t2i).tolist() == [1, 1, 1]
+    assert image_retrieval_ranks(scores, t2i).tolist() == [1, 1, 1]
+    metrics = retrieval_recall(scores, t2i, ks=(1, 2))
+    assert (metrics["txt_r1"], metrics["txt_r2"]) == (0.0, 100.0)
+    assert (metrics["img_r1"], metrics["img_r2"]) == (0.0, 100.0)
+
+
 def test_ties_with_wrong_items_count_against():
     t2i = torch.tensor([0, 1])
     scores = torch.tensor([[1.0, 1.0], [0.0, 1.0]])

@@ -71,6 +71,7 @@ def test_table_has_one_row_per_arm_with_best_and_final_val_and_test(tmp_path):
     assert lines[3] == "| mlm_itm | 1.5 | 3.0 | 2.0 | 90.00 | 90.00 | 89.25 |"
 
 
-def test_curve_png_is_written(tmp_path):
+def test_curve_png_draws_the_val_curve_and_the_test_point_of_each_arm(tmp_path):
     study.plot([summary("mlm_itm", [(4, 80.0), (5, 90.0)], 89.25, 180, 120)], tmp_path / "curve.png")
-    assert np.asarray(Image.open(tmp_path / "curve.png")).ndim == 3
+    colours = {tuple(c) for c in np.asarray(Image.open(tmp_path / "curve.png").convert("RGB")).reshape(-1, 3)}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # the val series, then the test series

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
+import processes  # tests/processes.py
 from tiny_data import REPO, write_config
 
 
@@ -22,9 +22,8 @@ def _run(capsys, *args: str) -> str:
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path):
     env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(REPO / "launcher" / "evaluate.py"), "--task", "vqa", "--checkpoint",
-                           str(tmp_path / "gone"), "--split", "val"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = processes.run([sys.executable, str(REPO / "launcher" / "evaluate.py"), "--task", "vqa", "--checkpoint",
+                          str(tmp_path / "gone"), "--split", "val"], tmp_path / "logs", cwd=REPO, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: --checkpoint {tmp_path / 'gone'}: no such folder"]
 
@@ -88,11 +87,13 @@ def test_nlvr2_writes_accuracy_and_the_official_predictions_csv(capsys, finetune
     run, _ = finetuned("nlvr2")
     _run(capsys, "--task", "nlvr2", "--checkpoint", str(run / "export"), "--split", "dev", "--out", str(run / "ev"))
     metrics = json.loads((run / "ev" / "metrics.json").read_text())["metrics"]
-    assert metrics["num_examples"] == 4.0 and 0.0 <= metrics["nlvr2_accuracy"] <= 100.0
     lines = (run / "ev" / "nlvr2_predictions.csv").read_text().splitlines()
     assert len(lines) == 4 and all(line.split(",")[1] in ("True", "False") for line in lines)
-    # ... which the predictions mode scores against the official jsonl to the same accuracy.
     raw, _, _ = task_data("nlvr2")
+    truth = {ex["identifier"]: ex["label"] for ex in map(json.loads, (raw / "dev.json").read_text().splitlines())}
+    right = sum(truth[identifier] == predicted for identifier, predicted in (line.split(",") for line in lines))
+    assert metrics["num_examples"] == 4.0 and metrics["nlvr2_accuracy"] == pytest.approx(100 * right / 4)
+    # ... which the predictions mode scores against the official jsonl to the same accuracy.
     _run(capsys, "--task", "nlvr2", "--predictions", str(run / "ev" / "nlvr2_predictions.csv"),
          "--annotations", str(raw / "dev.json"), "--out", str(run / "ev2"))
     assert json.loads((run / "ev2" / "metrics.json").read_text())["metrics"]["accuracy"] == metrics["nlvr2_accuracy"]
@@ -108,6 +109,11 @@ def test_retrieval_recalls_on_the_karpathy_test_split_with_and_without_the_first
     _run(capsys, "--task", "retrieval", "--checkpoint", str(run), "--split", "test", "--retrieval-topk", "10",
          "--out", str(run / "topk"))
     assert json.loads((run / "topk" / "metrics.json").read_text())["metrics"] == full  # k covers every pair
+    # k = 1 (the first stage sees every pixel of these 32 px images): Recall@1 is exact.
+    _run(capsys, "--task", "retrieval", "--checkpoint", str(run), "--split", "test", "--retrieval-topk", "1",
+         "--out", str(run / "top1"))
+    top1 = json.loads((run / "top1" / "metrics.json").read_text())["metrics"]
+    assert (top1["txt_r1"], top1["img_r1"]) == (full["txt_r1"], full["img_r1"])
 
 
 def test_a_checkpoint_without_the_task_head_is_refused(capsys, tmp_path, task_data, pretrained):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import processes  # tests/processes.py
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,8 @@ SMALL = [  # configs/tiny.json made smaller still: the launcher path is under te
 ]
 
 
-def launch(tmp_path, *extra) -> subprocess.Popen:
+def launch(tmp_path, name, *extra) -> tuple[subprocess.Popen, Path, Path]:
+    """(process, stdout file, stderr file) of launcher/pretrain.py on the small tiny config."""
     sets = SMALL + [f"train.output_dir={tmp_path / 'run'}", f"data.shards={tmp_path / 'shards'}"]
     cmd = [sys.executable, "launcher/pretrain.py", "--config", "configs/tiny.json", *extra]
     for s in sets:
@@ -30,24 +33,33 @@ def launch(tmp_path, *extra) -> subprocess.Popen:
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
         env.pop(k, None)
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with open(log, "w") as o, open(err, "w") as e:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=o, stderr=e, text=True, start_new_session=True)
+    return proc, log, err
+
+
+def finish(tmp_path, proc, log, err) -> tuple[str, str]:
+    """Wait for the launch to end, as long as it makes progress; (stdout, stderr)."""
+    processes.wait([proc], [log, err, tmp_path / "run", tmp_path / "shards"], "launcher/pretrain.py", logs=[log, err])
+    return log.read_text(), err.read_text()
 
 
 def test_sigterm_checkpoints_and_resume_auto_finishes_and_exports(tmp_path):
-    proc = launch(tmp_path, "--set", "train.max_steps=1000")
-    for line in proc.stdout:  # log lines (stdout is not a terminal): stop once training runs
-        if line.startswith("step 2/"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=300)
+    proc, log, err_file = launch(tmp_path, "first", "--set", "train.max_steps=1000")
+    watched = [log, err_file, tmp_path / "run", tmp_path / "shards"]
+    # Log lines (stdout is not a terminal): stop once training runs.
+    processes.wait([proc], watched, "step 2", until=lambda: "\nstep 2/" in "\n" + log.read_text(), logs=[log, err_file])
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(tmp_path, proc, log, err_file)
     assert proc.returncode == 0, err[-3000:]
     stopped = int(out.split("stopped at step ")[1].split(";")[0])
     ckpts = tmp_path / "run" / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == f"step_{stopped:08d}"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_steps"] == 1000
 
-    proc = launch(tmp_path, "--resume", "auto", "--set", f"train.max_steps={stopped + 2}")
-    out, err = proc.communicate(timeout=300)
+    proc, log, err_file = launch(tmp_path, "resumed", "--resume", "auto", "--set", f"train.max_steps={stopped + 2}")
+    out, err = finish(tmp_path, proc, log, err_file)
     assert proc.returncode == 0, err[-3000:]
     assert f"resumed from {ckpts / f'step_{stopped:08d}'} at step {stopped}" in out
     assert f"step {stopped + 2}/{stopped + 2}" in out

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import processes  # tests/processes.py
 from tiny_data import REPO, write_config
 
 pytestmark = pytest.mark.slow
@@ -26,9 +27,11 @@ def _env() -> dict:
     return env
 
 
-def _sweep(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "launcher" / "sweep.py"), *args], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def _sweep(config, *args: str) -> subprocess.CompletedProcess:
+    """launcher/sweep.py on the sweep file ``config``, waited for as long as the sweep makes progress
+    (its output, and what the trials write under the sweep's folder)."""
+    return processes.run([sys.executable, str(REPO / "launcher" / "sweep.py"), "--config", str(config), *args],
+                         config.parent / "logs", cwd=REPO, env=_env(), watch=[config.parent / "sweeps"])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def sweep_file(tmp_path_factory, task_data, pretrained):
 
 def test_two_trial_sweep_runs_to_completion_and_writes_a_ready_to_use_best_config(sweep_file):
     path, experiment = sweep_file
-    proc = _sweep("--config", str(path))
+    proc = _sweep(path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     best = experiment / "best_config.json"
     assert f"best config: {best}" in proc.stdout
@@ -63,7 +66,12 @@ def test_two_trial_sweep_runs_to_completion_and_writes_a_ready_to_use_best_confi
         reports = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in reports] == [1.0, 2.0][: len(reports)] and "vqa_accuracy" in reports[0]
     best_trial = next(line.split(": ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("best trial: "))
-    assert (experiment / best_trial.rsplit("/", 1)[-1] / "run" / "export" / "model.safetensors").is_file()
+    best_dir = experiment / best_trial.rsplit("/", 1)[-1]
+    assert (best_dir / "run" / "export" / "model.safetensors").is_file()
+    # The best trial is one whose last report scores highest, and the best config is its config.
+    last = {t.name: json.loads((t / "result.json").read_text().splitlines()[-1])["vqa_accuracy"] for t in trials}
+    assert last[best_dir.name] == max(last.values())
+    assert load_config(best_dir / "run" / "config.json").train.lr_transformer == cfg.train.lr_transformer
 
 
 def test_a_finished_sweep_resumes_without_rerunning_and_a_second_start_is_refused(sweep_file, capsys):
@@ -76,7 +84,7 @@ def test_a_finished_sweep_resumes_without_rerunning_and_a_second_start_is_refuse
         sweep.main(["--config", str(path)])
     assert stop.value.code == 2 and "--resume" in capsys.readouterr().err
     before = {p: p.stat().st_mtime for p in experiment.glob("trial_*/run/eval.json")}
-    resumed = _sweep("--config", str(path), "--resume")
+    resumed = _sweep(path, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "best config:" in resumed.stdout
     assert {p: p.stat().st_mtime for p in experiment.glob("trial_*/run/eval.json")} == before

@@ -7,7 +7,7 @@ from torchvision.models import resnet18
 from torchvision.ops import FrozenBatchNorm2d
 
 from pixelbert.config import ModelConfig
-from pixelbert.modeling.backbone import build_backbone, size_mask
+from pixelbert.modeling.backbone import build_backbone, size_mask, trunk_memory_format
 
 
 def cfg(**kw) -> ModelConfig:
@@ -142,3 +142,86 @@ def test_a_padded_images_valid_features_equal_the_image_run_alone(name):
 def test_size_mask_marks_the_top_left_rectangle():
     mask = size_mask(torch.tensor([[2, 3]]), 3, 4)
     assert mask.tolist() == [[[True, True, True, False], [True, True, True, False], [False] * 4]]
+
+
+def _padded_batch(seed: int = 0):
+    """Three images of odd sizes padded to 45x61: every stride-2 step rounds up somewhere."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([[45, 61], [37, 29], [20, 53]])
+    images = torch.zeros(3, 3, 45, 61)
+    for i, (h, w) in enumerate(sizes.tolist()):
+        images[i, :, :h, :w] = torch.randn(3, h, w, generator=g)
+    return images, sizes
+
+
+def _trunk_with_statistics(name: str, frozen_bn: bool):
+    """A trunk whose BatchNorms hold non-trivial running statistics, as ImageNet weights would."""
+    torch.manual_seed(0)
+    trunk, _ = build_backbone(cfg(backbone=name, frozen_bn=frozen_bn, feature_stage=3))
+    with torch.no_grad():
+        for m in trunk.modules():
+            if hasattr(m, "running_var"):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return trunk
+
+
+def _forward_backward(trunk, images, sizes):
+    trunk.zero_grad(set_to_none=True)
+    out, _ = trunk(images, sizes)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in trunk.named_parameters()}
+
+
+@pytest.mark.parametrize("frozen_bn, mode", [(True, "train"), (False, "eval")])
+def test_skipping_the_re_mask_before_1x1_convolutions_leaves_output_and_gradients_bit_identical(frozen_bn, mode):
+    trunk = _trunk_with_statistics("resnet50", frozen_bn).train(mode == "train")
+    trunk.fold_frozen_bn = False  # one economy at a time
+    images, sizes = _padded_batch()
+    trunk.skip_1x1_remask = False
+    masked_out, masked_grads = _forward_backward(trunk, images, sizes)
+    trunk.skip_1x1_remask = True
+    skipped_out, skipped_grads = _forward_backward(trunk, images, sizes)
+    assert torch.equal(skipped_out, masked_out)
+    assert all(torch.equal(skipped_grads[n], g) for n, g in masked_grads.items())
+
+
+def test_batch_statistics_keep_the_re_mask_so_padding_never_reaches_them():
+    """Training-mode BatchNorm would see left-over padding: there the skip is not taken."""
+    trunk = _trunk_with_statistics("resnet50", frozen_bn=False).train()
+    images, sizes = _padded_batch()
+    trunk.skip_1x1_remask = False
+    masked, _ = trunk(images, sizes)
+    trunk.skip_1x1_remask = True
+    assert torch.equal(trunk(images, sizes)[0], masked)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_folded_frozen_batchnorm_equals_separate_batchnorm_within_fp32_tolerance(name):
+    trunk = _trunk_with_statistics(name, frozen_bn=True).train()
+    images, sizes = _padded_batch()
+    trunk.fold_frozen_bn = False
+    separate_out, separate_grads = _forward_backward(trunk, images, sizes)
+    trunk.fold_frozen_bn = True
+    folded_out, folded_grads = _forward_backward(trunk, images, sizes)
+    scale = separate_out.abs().max().item()
+    torch.testing.assert_close(folded_out, separate_out, atol=1e-5 * scale, rtol=1e-4)
+    for n, g in separate_grads.items():  # gradients still reach every conv weight
+        torch.testing.assert_close(folded_grads[n], g, atol=1e-4 * g.abs().max().item(), rtol=1e-3, msg=n)
+
+
+def test_the_trunk_runs_channels_last_on_cuda_and_nchw_on_cpu():
+    assert trunk_memory_format(torch.device("cuda", 0)) == torch.channels_last
+    assert trunk_memory_format(torch.device("cpu")) == torch.contiguous_format
+    trunk, _ = build_backbone(cfg(backbone="resnet18", feature_stage=2))
+    features, _ = trunk(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert features.is_contiguous()
+
+
+def test_compile_trunk_compiles_the_trunk_in_place_keeping_parameter_names():
+    plain, _ = build_backbone(cfg(backbone="resnet18", feature_stage=2))
+    compiled, _ = build_backbone(cfg(backbone="resnet18", feature_stage=2, compile_trunk=True))
+    assert plain._compiled_call_impl is None and compiled._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(plain.state_dict())

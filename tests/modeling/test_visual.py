@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model_helpers import tiny_model_config
-from pixelbert.modeling.visual import PixelEmbedding, sample_pixel_index, valid_sizes
+from pixelbert.modeling.visual import PixelEmbedding, gather_pixels, sample_pixel_index, trunk_sizes, valid_sizes
 
 
 def masks_with_valid_counts(counts: list[int], n: int = 64) -> torch.Tensor:
@@ -123,3 +123,35 @@ def test_sampled_tokens_keep_their_cells_position_embedding():
     full = embed(features)
     sampled = embed(features, num_samples=5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(sampled.tokens[0], full.tokens[0, sampled.index[0]])
+
+
+def test_trunk_sizes_are_none_for_an_unpadded_batch_and_the_valid_sizes_otherwise():
+    mask = torch.ones(2, 6, 5, dtype=torch.bool)
+    assert trunk_sizes(None) is None and trunk_sizes(mask) is None
+    mask[1, 4:] = False
+    assert trunk_sizes(mask).tolist() == [[6, 5], [4, 5]]
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_pixels_gathered_from_a_channels_last_map_equal_those_of_the_nchw_map(sampled):
+    features = torch.randn(3, 8, 4, 5)
+    every = torch.ones(3, 20, dtype=torch.bool)
+    index = sample_pixel_index(every, 7, torch.Generator().manual_seed(0)) if sampled else None
+    nchw = gather_pixels(features, index)
+    rows = gather_pixels(features.contiguous(memory_format=torch.channels_last), index)
+    expected = features.flatten(2).transpose(1, 2)  # (I, N, C)
+    if sampled:
+        expected = torch.stack([expected[i, index[i]] for i in range(3)])
+    assert torch.equal(nchw, expected) and torch.equal(rows, expected)
+
+
+def test_sampled_tokens_are_the_same_whatever_the_trunks_memory_format():
+    embed = PixelEmbedding(8, 16, tiny_model_config(extra_pool=True, visual_dropout=0.0)).eval()
+    features = torch.rand(2, 8, 6, 7)
+    sizes = torch.tensor([[6, 7], [5, 3]])
+    features[1, :, 5:], features[1, :, :, 3:] = 0, 0
+    a = embed(features, sizes, num_samples=5, generator=torch.Generator().manual_seed(3))
+    b = embed(features.contiguous(memory_format=torch.channels_last), sizes, num_samples=5,
+              generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.index, b.index) and torch.equal(a.mask, b.mask)
+    torch.testing.assert_close(a.tokens, b.tokens)

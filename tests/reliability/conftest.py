@@ -8,17 +8,21 @@ max_bad_steps 2, after saving step 10 and step 12).
 - ``reference``: uninterrupted (apart from that designed stop), a checkpoint every step,
   traced (sample keys, bad-sample counters, RSS).
 - ``chain``: the same run, interrupted three ways, resumed with ``--resume auto`` after each of
-  the first two: dies inside the save of step 4 -> resumed, every process SIGKILLed at a random
-  moment within a step of the step-6 checkpoint -> resumed, SIGTERM to rank 0. Each of its
-  checkpoints (the SIGTERM one included) must equal the reference's at that step, weights and
-  per-rank state (RNG, data position, counters): resuming from any of them is then exact.
-  The reference starts alongside the first chain run (both are mostly start-up time).
+  the first two: dies inside the save of step 4 -> resumed, every process SIGKILLed while every
+  rank is inside step 7 (after the step-6 checkpoint) -> resumed, SIGTERM to rank 0 while every
+  rank is inside the second step after resuming. Each of its checkpoints (the SIGTERM one
+  included) must equal the reference's at that step, weights and per-rank state (RNG, data
+  position, counters): resuming from any of them is then exact. The reference starts alongside
+  the first chain run (both are mostly start-up time).
+
+Interruptions happen at named points of a run (every rank waits there, run_pretrain.py's
+FAULT_PAUSE_AT), not at moments of the clock, and no wait has a fixed time limit: the series
+gives the same result on an idle machine and on a busy one, only later.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sys
 import time
@@ -33,7 +37,9 @@ for sub in ("engine", "launcher", "data_pipeline", "reliability"):
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 from bad_inputs import write_bad_shards  # noqa: E402
-from runs import END, FAULTS, SIGTERM_BOUND_S, latest, start, write_config  # noqa: E402
+from runs import END, FAULTS, latest, seconds_per_step, sigterm_bound, start, write_config  # noqa: E402
+
+KILL_IN_STEP = 7  # after the step-6 checkpoint, before step 8's
 
 
 @pytest.fixture(scope="session")
@@ -65,24 +71,22 @@ def series(series_dir, bad_shards) -> dict:
         crash.wait()
         chain["after_crash"] = {"latest": latest(out), "tmp": sorted(p.name for p in (out / "checkpoints").iterdir())}
 
-        killed = chain["killed"] = start("killed", cfg, series_dir, resume="auto", **FAULTS)
-        # After the step-6 checkpoint (step 7 is logged after it), at a random moment within about a step.
-        killed.wait_until(lambda: "step 7/" in killed.stdout, what="step 7")
-        seed = random.randrange(10**6)
-        delay = random.Random(seed).uniform(0.0, 1.0)
-        time.sleep(delay)
+        killed = chain["killed"] = start("killed", cfg, series_dir, resume="auto", pause_at=KILL_IN_STEP, **FAULTS)
+        killed.wait_paused()
         killed.kill(signal.SIGKILL)
         killed.wait()
-        killed.extra.update(seed=seed, delay=delay, latest=latest(out))
+        # Its pace (resumed from step 2, it wrote steps 4 and 6) sets the SIGTERM bound below.
+        killed.extra.update(latest=latest(out), killed_in_step=KILL_IN_STEP, pace=seconds_per_step(out, 4, 6))
 
-        term = chain["sigterm"] = start("sigterm", cfg, series_dir, resume="auto", **FAULTS)
         resumed = int(killed.extra["latest"].split("_")[1])
-        term.wait_until(lambda: f"step {resumed + 1}/" in term.stdout, what=f"step {resumed + 1}")
-        rank0 = term.workers()[0]
+        term = chain["sigterm"] = start("sigterm", cfg, series_dir, resume="auto", pause_at=resumed + 2, **FAULTS)
+        term.wait_paused()
         sent = time.monotonic()
-        os.kill(rank0, signal.SIGTERM)
-        term.wait(SIGTERM_BOUND_S + 60)
-        term.extra.update(seconds=term.ended - sent, latest=latest(out))
+        os.kill(term.workers()[0], signal.SIGTERM)
+        term.wait_signalled(0)
+        term.go()
+        term.wait()
+        term.extra.update(seconds=term.ended - sent, latest=latest(out), bound=sigterm_bound(killed.extra["pace"]))
         ref.wait()
     finally:  # a failed step must not leave ranks running
         for run in [ref, *(r for r in chain.values() if hasattr(r, "kill"))]:

@@ -11,6 +11,10 @@ read from the environment; STEP is the 1-based optimiser step being taken, RANK 
     FAULT_NAN_FROM=11         every step from 11 on, NaN loss on every rank
     FAULT_CRASH_SAVE=4        rank 0 dies (os._exit) inside the save of step 4, after every
                               rank wrote its files and before meta.json / rename / latest
+    FAULT_PAUSE_AT=7          every rank, in the first forward of step 7, writes
+    FAULT_PAUSE_DIR=DIR       DIR/paused.rank<r> and waits for DIR/go: the test signals or
+                              kills the run at that exact point, not at a moment of the clock;
+                              a rank whose stop handler ran (SIGTERM) writes DIR/signalled.rank<r>
     FAULT_TRACE=DIR           DIR/trace.rank<r>.jsonl: per micro-batch {"step", "epoch", "keys",
                               "bad": loader counters after it}, per finished epoch {"epoch_end",
                               "bad"}; DIR/rss.rank<r>.json: RSS entering fit, peak RSS after (MiB)
@@ -22,6 +26,7 @@ import json
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +57,8 @@ NAN_LOSS, NAN_GRAD = _faults("FAULT_NAN_LOSS"), _faults("FAULT_NAN_GRAD")
 NAN_FROM = int(os.environ.get("FAULT_NAN_FROM", "0") or 0)
 CRASH_SAVE = os.environ.get("FAULT_CRASH_SAVE")
 TRACE = Path(os.environ["FAULT_TRACE"]) if os.environ.get("FAULT_TRACE") else None
+PAUSE_AT = int(os.environ.get("FAULT_PAUSE_AT", "0") or 0)
+PAUSE_DIR = Path(os.environ["FAULT_PAUSE_DIR"]) if os.environ.get("FAULT_PAUSE_DIR") else None
 
 
 def _rss_mib() -> float:
@@ -95,9 +102,22 @@ def loader_iter(self):
     _trace({"epoch_end": epoch, "bad": dict(self.bad_samples)})
 
 
+def _pause(step: int) -> None:
+    """Announce that this rank is inside ``step`` and wait for the test's go (signal handlers still run)."""
+    (PAUSE_DIR / f"paused.rank{RANK}").write_text(str(step))
+    while not (PAUSE_DIR / "go").exists():
+        time.sleep(0.05)
+
+
+_paused = []
+
+
 def loss(self, model, batch):
     value, metrics = _loss(self, model, batch)
     step = STEP[0]
+    if PAUSE_AT and step == PAUSE_AT and not _paused:
+        _paused.append(step)
+        _pause(step)
     if _hit(NAN_LOSS, step) or (NAN_FROM and step >= NAN_FROM):
         value = value * float("nan")
     if _hit(NAN_GRAD, step):
@@ -119,6 +139,15 @@ def fit(self, resume=None):
             (TRACE / f"rss.rank{RANK}.json").write_text(json.dumps({"before_fit": before, "peak": peak}))
 
 
+_handle = checkpoint.GracefulStop._handle
+
+
+def handle(self, signum, frame):
+    _handle(self, signum, frame)
+    if PAUSE_DIR is not None:
+        (PAUSE_DIR / f"signalled.rank{RANK}").write_text(str(signum))
+
+
 _fsync_tree = checkpoint._fsync_tree
 
 
@@ -131,6 +160,7 @@ def fsync_tree(root):
 
 Trainer._train_step, Trainer._next_batch, Trainer.fit = train_step, next_batch, fit
 PretrainTask.loss, ShardLoader.__iter__, checkpoint._fsync_tree = loss, loader_iter, fsync_tree
+checkpoint.GracefulStop._handle = handle
 
 if __name__ == "__main__":
     sys.exit(pretrain.main([a for a in sys.argv[1:] if not a.startswith("--local")]))

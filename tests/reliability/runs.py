@@ -1,14 +1,15 @@
 """Start 2-rank pre-training runs of tests/reliability/run_pretrain.py under torchrun, watch and stop them.
 
-Built on tests/engine/launch.py (same environment and launcher command). Every run of one
+Built on tests/engine/launch.py (same environment and launcher command) and tests/processes.py
+(no fixed time limits: a run is waited for as long as it makes progress). Every run of one
 series shares a config: the tiny model on the bad-input shards (bad_inputs.write_bad_shards),
-2 ranks x micro-batch 2, ZeRO-2, 6 steps per epoch.
+2 ranks x micro-batch 2, ZeRO-2, 6 steps per epoch. A test interrupts a run at a named point of
+it (``pause_at``: every rank waits inside that step), never at a moment of the clock.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import launch  # tests/engine/launch.py
+import processes  # tests/processes.py
 from tiny_data import model_section  # tests/launcher/tiny_data.py
 
 DRIVER = Path(__file__).resolve().parent / "run_pretrain.py"
@@ -24,6 +26,12 @@ STEPS = 10
 FAULTS = {"nan_loss": "3:1", "nan_grad": "5:0", "nan_from": str(STEPS + 1)}
 END = STEPS + 3  # steps 11 and 12 are skipped; the third non-finite step in a row stops the run
 SIGTERM_BOUND_S = 60  # signal to exit, checkpoint included (a step of the tiny model takes < 1 s)
+
+
+def sigterm_bound(seconds_per_step: float) -> float:
+    """The SIGTERM-to-exit bound on this machine as loaded as it is now: SIGTERM_BOUND_S, or ten
+    times the pace of the run itself (a step and its share of a save) when the machine is slower."""
+    return max(SIGTERM_BOUND_S, 10 * seconds_per_step)
 
 
 def write_config(path: Path, shards: Path, output_dir: Path, **train) -> Path:
@@ -40,10 +48,6 @@ def write_config(path: Path, shards: Path, output_dir: Path, **train) -> Path:
     return path
 
 
-# Generous: a launch is ~40 s, but DeepSpeed JIT-builds its CPU communication op under a lock in
-# ~/.cache/torch_extensions, and a rebuild (another environment's flags) takes minutes on 2 cores.
-
-
 @dataclass
 class Run:
     """One torchrun launch (in a session of its own), its log files and what the test noted."""
@@ -51,7 +55,8 @@ class Run:
     proc: subprocess.Popen
     log: Path
     err: Path
-    started: float
+    watch: list[Path]  # what it writes: its logs and its output folder (progress, for the waits)
+    pause_dir: Path | None = None
     returncode: int | None = None
     ended: float | None = None
     extra: dict = field(default_factory=dict)
@@ -64,36 +69,15 @@ class Run:
     def stderr(self) -> str:
         return self.err.read_text(errors="replace")
 
-    def wait(self, timeout: float = 600) -> int:
-        try:
-            self.returncode = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"run did not end within {timeout} s:\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}")
-        self.ended = time.monotonic()
+    def wait(self) -> int:
+        """Until the run exits, as long as it takes while it makes progress."""
+        processes.wait([self.proc], self.watch, f"run {self.log.stem}", logs=[self.log, self.err])
+        self.returncode, self.ended = self.proc.returncode, time.monotonic()
         return self.returncode
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """``sig`` to every process of the run at once: torchrun's process group and each rank's
-        (torchrun starts every rank in a session of its own, so one killpg would orphan them)."""
-        import psutil
-
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        groups = set()
-        for p in procs:
-            try:
-                groups.add(os.getpgid(p.pid))
-            except ProcessLookupError:
-                pass
-        for group in groups:
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                pass
+        """``sig`` to every process of the run at once: torchrun and each rank."""
+        processes.kill_tree(self.proc.pid, sig)
 
     def workers(self) -> list[int]:
         """Pids of the rank processes (torchrun's children), rank 0 first."""
@@ -108,21 +92,34 @@ class Run:
                 pass
         return [pid for rank, pid in sorted(ranked) if rank >= 0]
 
-    def wait_until(self, predicate, timeout: float = 600, what: str = "") -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"run ended ({self.proc.returncode}) before {what}:\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}")
-            time.sleep(0.1)
-        self.kill()
-        raise AssertionError(f"timed out waiting for {what}:\n{self.stdout[-3000:]}")
+    def wait_until(self, predicate, what: str = "") -> None:
+        processes.wait([self.proc], self.watch, f"run {self.log.stem} waiting for {what}", until=predicate,
+                       logs=[self.log, self.err])
+
+    def wait_paused(self, ranks: int = 2) -> None:
+        """Until every rank waits inside the step given as ``start(..., pause_at=)``."""
+        self.wait_until(lambda: all((self.pause_dir / f"paused.rank{r}").exists() for r in range(ranks)),
+                        what="every rank to pause")
+
+    def wait_signalled(self, rank: int) -> None:
+        """Until ``rank``'s stop handler has run (the signal is noted; the run is still paused)."""
+        self.wait_until(lambda: (self.pause_dir / f"signalled.rank{rank}").exists(), what=f"rank {rank}'s handler")
+
+    def go(self) -> None:
+        """Let the paused ranks carry on."""
+        (self.pause_dir / "go").write_text("")
 
 
-def start(name: str, config: Path, workdir: Path, resume: str | None = None, **faults: str) -> Run:
-    """Launch 2 ranks; ``faults`` are run_pretrain.py's FAULT_* variables (lower-case names)."""
+def start(name: str, config: Path, workdir: Path, resume: str | None = None, pause_at: int | None = None,
+          **faults: str) -> Run:
+    """Launch 2 ranks; ``faults`` are run_pretrain.py's FAULT_* variables (lower-case names);
+    ``pause_at``: every rank waits inside that step until ``Run.go()``."""
     workdir.mkdir(parents=True, exist_ok=True)
+    pause_dir = None
+    if pause_at is not None:
+        pause_dir = workdir / f"{name}.pause"
+        pause_dir.mkdir()
+        faults.update(pause_at=str(pause_at), pause_dir=str(pause_dir))
     env = launch.env()
     env.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
     args = [str(DRIVER), "--config", str(config)] + (["--resume", resume] if resume else [])
@@ -130,7 +127,15 @@ def start(name: str, config: Path, workdir: Path, resume: str | None = None, **f
     with open(log, "w") as out, open(err, "w") as errf:
         proc = subprocess.Popen(launch.command("torchrun", args), cwd=launch.REPO, env=env, stdout=out, stderr=errf,
                                 start_new_session=True)
-    return Run(proc, log, err, time.monotonic())
+    output_dir = Path(json.loads(Path(config).read_text())["train"]["output_dir"])
+    return Run(proc, log, err, [log, err, output_dir], pause_dir)
+
+
+def seconds_per_step(output_dir: Path, first: int, last: int) -> float:
+    """Wall time between two checkpoints of one run, per step (saves included)."""
+    times = [json.loads((output_dir / "checkpoints" / f"step_{s:08d}" / "meta.json").read_text())["time"]
+             for s in (first, last)]
+    return (times[1] - times[0]) / (last - first)
 
 
 def latest(output_dir: Path) -> str | None:

@@ -12,8 +12,6 @@ import torch
 
 from pixelbert.engine.checkpoint import consolidated_state_dict, is_complete, safe_torch_load
 
-from runs import SIGTERM_BOUND_S
-
 pytestmark = pytest.mark.slow
 
 
@@ -66,19 +64,17 @@ def test_a_crash_inside_a_save_leaves_the_previous_checkpoint_as_the_one_resumed
     assert is_complete(ckpts / "step_00000004") and not (ckpts / "step_00000004.tmp").exists()
 
 
-def test_sigkill_of_every_process_at_a_random_moment_resumes_from_the_last_complete_checkpoint(series):
+def test_sigkill_of_every_process_mid_step_resumes_from_the_last_complete_checkpoint(series):
     killed, term = series["chain"]["killed"], series["chain"]["sigterm"]
-    info = f"(seed {killed.extra['seed']}, killed {killed.extra['delay']:.2f} s after the step-6 checkpoint)"
-    assert killed.returncode == -9, f"the run must still be running when killed {info}"
-    last = killed.extra["latest"]
-    assert last in ("step_00000006", "step_00000008"), info
-    assert f"{last} at step {int(last.split('_')[1])}" in term.stdout, info
+    assert killed.returncode == -9  # killed, not ended
+    assert killed.extra["killed_in_step"] == 7 and killed.extra["latest"] == "step_00000006"
+    assert "step_00000006 at step 6" in term.stdout
 
 
 def test_sigterm_to_rank_0_saves_within_the_bound_and_exits_0(series):
     term = series["chain"]["sigterm"]
     assert term.returncode == 0, term.stderr[-2000:]
-    assert term.extra["seconds"] < SIGTERM_BOUND_S
+    assert term.extra["seconds"] < term.extra["bound"]
     stopped = [line for line in term.stdout.splitlines() if line.startswith("stopped at step ")]
     assert len(stopped) == 1, term.stdout[-2000:]
     step = int(stopped[0].split()[3].rstrip(";"))

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_helpers import deterministic_model
+from model_helpers import make_batch as model_batch
 from pixelbert.batch import Batch
 from pixelbert.tasks.nlvr2 import NLVR2Task
 
@@ -76,3 +78,18 @@ def test_odd_rows_and_misshaped_labels_fail_clearly():
         NLVR2Task().loss(FakePairModel(CLS), make_batch(6, torch.zeros(6, dtype=torch.long)))
     with pytest.raises(ValueError, match="labels is None"):
         NLVR2Task().loss(FakePairModel(CLS), make_batch(6, None))
+
+
+def test_on_the_real_model_each_label_is_scored_on_its_own_sentence_and_image_pair():
+    model = deterministic_model(["nlvr2"]).eval()
+    b = model_batch([(64, 64), (48, 64), (64, 48), (64, 64)], text_lengths=[8, 8, 6, 6])
+    b.labels = torch.tensor([1, 0])
+    with torch.no_grad():
+        loss, _ = NLVR2Task().loss(model, b)
+        alone = []
+        for pair in range(2):
+            rows = slice(2 * pair, 2 * pair + 2)
+            one = Batch(images=b.images[rows], pixel_mask=b.pixel_mask[rows], input_ids=b.input_ids[rows],
+                        attention_mask=b.attention_mask[rows], labels=b.labels[pair : pair + 1])
+            alone.append(F.cross_entropy(model.nlvr2_logits(model(one)), one.labels))
+    assert loss.item() == pytest.approx(sum(alone).item() / 2, rel=1e-5)

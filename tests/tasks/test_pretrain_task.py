@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model_helpers import deterministic_model, make_batch
 from pixelbert.batch import Batch
 from pixelbert.tasks.pretrain import PretrainTask
 
@@ -74,3 +75,22 @@ def test_a_batch_without_masked_matching_tokens_still_backpropagates():
     loss, metrics = PretrainTask().loss(model, batch([0, 0], [[1, 2, 3], [4, -100, -100]]))
     loss.backward()
     assert metrics["mlm_loss"].item() == 0.0 and model.itm.grad is not None
+
+
+def test_on_the_real_model_mlm_covers_matching_rows_only_and_pixels_are_sampled():
+    model = deterministic_model(["mlm", "itm"]).train()
+    b = make_batch([(64, 64)] * 3, seq_len=8)  # 16 pixel tokens per image, 6 sampled
+    b.itm_labels = torch.tensor([1, 0, 1])
+    b.mlm_labels = torch.full_like(b.input_ids, -100)
+    for row, pos in ((0, 2), (1, 3), (2, 5), (2, 6)):
+        b.mlm_labels[row, pos] = b.input_ids[row, pos]
+    torch.manual_seed(1)
+    loss, metrics = PretrainTask(itm_weight=0.5).loss(model, b)
+    torch.manual_seed(1)  # the same pixels sampled again
+    out = model(b, sample_pixels=True)
+    logits = model.mlm_logits(out)  # (B, L, V)
+    rows, cols = torch.tensor([0, 2, 2]), torch.tensor([2, 5, 6])  # row 1 is a negative: not learnt
+    mlm = F.cross_entropy(logits[rows, cols], b.input_ids[rows, cols])
+    itm = F.cross_entropy(model.itm_logits(out), b.itm_labels)
+    assert loss.item() == pytest.approx(mlm.item() + 0.5 * itm.item(), rel=1e-5)
+    assert metrics["tokens"].item() == 3 * (8 + model.config.pixel_samples)

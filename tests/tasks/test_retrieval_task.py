@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_helpers import deterministic_model
+from model_helpers import make_batch as model_batch
 from pixelbert.batch import Batch
 from pixelbert.tasks.retrieval import RetrievalTask, hard_negative_loss
 
@@ -105,3 +107,17 @@ def test_group_layout_errors_are_clear():
         RetrievalTask().loss(FakeScoreModel(two_groups()[:40]), make_batch(40))
     with pytest.raises(ValueError, match="num_hard"):
         RetrievalTask(num_hard=0)
+
+
+def test_on_the_real_model_rows_are_ranked_by_the_itm_probability_of_a_match():
+    model = deterministic_model(["itm"]).eval()
+    b = model_batch([(64, 64), (48, 64)], image_index=[0] * 4 + [1] * 4, text_lengths=[8, 7, 6, 5] * 2, seed=3)
+    b.group_size = 4
+    with torch.no_grad():
+        loss, metrics = RetrievalTask(num_hard=2).loss(model, b)
+        p_match = model.itm_logits(model(b)).softmax(-1)[:, 1].view(2, 4)
+    log_odds = (p_match / (1 - p_match)).log()
+    expected, _ = hard_negative_loss(log_odds, num_hard=2)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    best = (p_match[:, :1] > p_match[:, 1:]).all(1).float().mean()
+    assert metrics["retrieval_acc"].item() == best.item()

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_helpers import deterministic_model
+from model_helpers import make_batch as model_batch
 from pixelbert.batch import Batch
 from pixelbert.tasks.vqa import VQATask, vqa_soft_score
 
@@ -108,3 +110,14 @@ def test_missing_or_misshaped_targets_fail_clearly():
         VQATask().loss(FakeVQAModel(LOGITS), make_batch(torch.zeros(2, 4)))
     with pytest.raises(ValueError, match="reduction"):
         VQATask(reduction="sum")
+
+
+def test_on_the_real_model_the_training_loss_sees_every_pixel():
+    model = deterministic_model(["vqa"], num_answers=3)
+    b = model_batch([(64, 64), (48, 64)], text_lengths=[8, 5])
+    b.vqa_targets = TARGETS
+    loss, _ = VQATask().loss(model.train(), b)
+    with torch.no_grad():
+        logits = model.eval().vqa_logits(model(b))  # evaluation: never sampled
+    expected = F.binary_cross_entropy_with_logits(logits, TARGETS, reduction="none").sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
