@@ -61,15 +61,11 @@ def read_coco(root: str | Path) -> Source:
         captions: dict = {}
         seen = set()
         for ann in _list(data, "annotations", path, "COCO captions file"):
-            try:
-                ann_id, image_id, caption = ident(ann, "id"), ident(ann, "image_id"), text(ann, "caption")
-                if ann_id in seen:
-                    raise BadSample("duplicate_id", str(ann_id))
-            except BadSample as bad:
-                source.reject(split, bad.kind)
-                continue
-            seen.add(ann_id)
-            captions.setdefault(image_id, []).append((ann_id, caption))
+            taken = _first_sighting(source, split, seen,
+                                    lambda: (ident(ann, "id"), (ident(ann, "image_id"), text(ann, "caption"))))
+            if taken is not None:
+                ann_id, (image_id, caption) = taken
+                captions.setdefault(image_id, []).append((ann_id, caption))
         for image_id in sorted(captions, key=id_order):
             if image_id in images and images[image_id] is None:  # its image entry is counted already
                 continue
@@ -83,6 +79,20 @@ def read_coco(root: str | Path) -> Source:
             }
             _add(source, split, record, [first_existing(images.get(image_id) or [])])
     return source
+
+
+def _first_sighting(source: Source, split, seen: set, read: Callable[[], tuple]) -> tuple | None:
+    """``read()`` -> (id, payload) of one annotation, the first time its id is seen; a bad or
+    repeated one is counted by kind (``bad_record``, ``duplicate_id``, ...) and gives None."""
+    try:
+        item_id, payload = read()
+        if item_id in seen:
+            raise BadSample("duplicate_id", str(item_id))
+    except BadSample as bad:
+        source.reject(split, bad.kind)
+        return None
+    seen.add(item_id)
+    return item_id, payload
 
 
 def _read_karpathy(root: Path, dataset: str, filename: str, locate: Callable[[Path, dict], list[Path]]) -> Source:
@@ -108,16 +118,11 @@ def _read_karpathy(root: Path, dataset: str, filename: str, locate: Callable[[Pa
             continue
         captions, caption_ids = [], []
         for sentence in sentences:
-            try:
-                raw, sentid = text(sentence, "raw"), ident(sentence, "sentid")
-                if sentid in seen_sentences:
-                    raise BadSample("duplicate_id", str(sentid))
-            except BadSample as bad:
-                source.reject(split, bad.kind)
-                continue
-            seen_sentences.add(sentid)
-            captions.append(raw.strip())
-            caption_ids.append(sentid)
+            taken = _first_sighting(source, split, seen_sentences,
+                                    lambda: (ident(sentence, "sentid"), text(sentence, "raw")))
+            if taken is not None:
+                caption_ids.append(taken[0])
+                captions.append(taken[1].strip())
         if sentences and not captions:  # every caption rejected (and counted) already
             continue
         record = {

@@ -123,10 +123,16 @@ def base_config(sweep: Sweep) -> dict:
     """The base config with the sweep's fixed ``set`` overrides, validated, paths made absolute, as a dict."""
     cfg = load_config(sweep.base_config, list(sweep.set))
     raw = cfg.to_dict()
+    def absolute(value):
+        return str(Path(value).resolve()) if isinstance(value, str) and not value.startswith("pkg:") else value
+
     for section, key in PATH_KEYS:
         value = raw[section].get(key)
-        if isinstance(value, str) and not value.startswith("pkg:"):
-            raw[section][key] = str(Path(value).resolve())
+        if isinstance(value, list):  # data.shards as a mixture: [{"path", "weight", "name"}, ...]
+            raw[section][key] = [{**v, "path": absolute(v["path"])} if isinstance(v, dict) else absolute(v)
+                                 for v in value]
+        else:
+            raw[section][key] = absolute(value)
     if sweep.task is not None:
         raw["train"]["task"] = sweep.task
     # Every sampled value must fit its config field: check the first value of each domain now.

@@ -68,3 +68,12 @@ def test_one_gpu_per_trial_on_gpu_clusters_else_cpu_slots(tmp_path):
     sweep = load_sweep(_write(tmp_path, cpus_per_trial=2))
     assert trial_resources(sweep, cluster_gpus=8) == {"cpu": 2, "gpu": 1}
     assert trial_resources(sweep, cluster_gpus=0) == {"cpu": 2}
+
+
+def test_relative_paths_of_a_shard_mixture_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mixture = [{"path": "runs/data/coco_karpathy", "weight": 1.0}, {"path": "runs/data/vg", "weight": 0.5}]
+    sweep = load_sweep(_write(tmp_path, set=[f"data.shards={json.dumps(mixture)}"]))
+    shards = base_config(sweep)["data"]["shards"]
+    assert [s["path"] for s in shards] == [str(tmp_path / "runs/data/coco_karpathy"), str(tmp_path / "runs/data/vg")]
+    assert [s["weight"] for s in shards] == [1.0, 0.5]
