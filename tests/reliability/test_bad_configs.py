@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,22 @@ import pytest
 from launcher import pretrain
 from pixelbert.engine.checkpoint import find_resume
 from runs import write_config
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """The process group, the hardware probe and the model refuse to start: a test using this
+    fixture passes only if the problem is found before any of them (no clock involved)."""
+    import pixelbert.engine.trainer  # noqa: F401  (bound to the real functions before they are patched)
+    from pixelbert.engine import hardware
+    from pixelbert.modeling import model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("heavy work started before the bad input was refused")
+
+    monkeypatch.setattr(hardware, "init_distributed", refuse)
+    monkeypatch.setattr(hardware, "detect_hardware", refuse)
+    monkeypatch.setattr(model.PixelBert, "__init__", refuse)
 
 
 def config_file(tmp_path, **train) -> str:
@@ -30,13 +45,11 @@ def config_file(tmp_path, **train) -> str:
     (["--set", 'train.task="pretrian"'], "pretrian"),
     (["--set", "train.max_bad_steps=-1"], "train.max_bad_steps"),
 ], ids=["negative-batch", "string-for-int", "list-for-float", "unknown-task", "negative-max-bad-steps"])
-def test_a_bad_value_is_exit_2_and_one_line_naming_it(tmp_path, capsys, argv, named):
-    started = time.monotonic()
+def test_a_bad_value_is_exit_2_and_one_line_naming_it(tmp_path, capsys, argv, named, no_heavy_work):
     with pytest.raises(SystemExit) as stop:
         pretrain.main(["--config", config_file(tmp_path), *argv])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and err.startswith("error: ") and "\n" not in err and named in err, err
-    assert time.monotonic() - started < 5  # refused before any import of DeepSpeed or model building
 
 
 def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
@@ -46,15 +59,13 @@ def test_a_wrong_type_in_the_file_names_the_file_and_key(tmp_path, capsys):
     assert stop.value.code == 2 and "cfg.json" in err and "train.epochs" in err and "\n" not in err
 
 
-def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_built(tmp_path, capsys):
+def test_missing_shards_stop_the_launcher_with_one_line_before_the_model_is_built(tmp_path, capsys, no_heavy_work):
     cfg = write_config(tmp_path / "cfg.json", tmp_path / "no_such_shards", tmp_path / "run")
-    started = time.monotonic()
     with pytest.raises(SystemExit) as stop:
         pretrain.main(["--config", str(cfg)])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and err.startswith("error: ") and "\n" not in err and "no_such_shards" in err, err
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
-    assert time.monotonic() - started < 5  # checked before the process group, DeepSpeed and the model
 
 
 def exit_of(argv: list[str], capsys) -> tuple[int, str]:
@@ -76,11 +87,10 @@ def exit_of(argv: list[str], capsys) -> tuple[int, str]:
     (["--set", "deepspeed.bf16.enabled=true"], "'deepspeed.bf16.enabled' is set by pixelbert; set train.precision"),
 ], ids=["nan-lr", "negative-weight", "log-every-0", "eval-every-0", "unknown-backbone", "unknown-head",
         "deepspeed-clipping", "deepspeed-precision"])
-def test_a_value_outside_its_range_is_exit_2_naming_the_key_and_the_range(tmp_path, capsys, argv, named):
-    started = time.monotonic()
+def test_a_value_outside_its_range_is_exit_2_naming_the_key_and_the_range(tmp_path, capsys, argv, named,
+                                                                         no_heavy_work):
     code, err = exit_of(["--config", config_file(tmp_path), *argv], capsys)
     assert code == 2 and err.startswith("error: ") and "\n" not in err and named in err, err
-    assert time.monotonic() - started < 5  # refused when the config loads
 
 
 def test_an_output_dir_this_user_cannot_write_to_is_exit_2_naming_it(tmp_path, capsys, monkeypatch):
