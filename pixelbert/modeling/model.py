@@ -170,7 +170,10 @@ class PixelBert(nn.Module):
     def _encode(self, hidden: torch.Tensor, mask: torch.Tensor, output_attentions: bool):
         """hidden (B, S, D), mask (B, S) bool -> ((B, S, D), per-layer attentions or None)."""
         if not output_attentions:
-            ext = create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=mask)
+            # Always a mask: dropping an all-True one would first read it on the host (a GPU sync
+            # every forward), and a batch of text and sampled pixels is practically never all-True.
+            ext = create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=mask,
+                                            allow_is_bidirectional_skip=False)
             return self.bert.encoder(hidden, attention_mask=ext).last_hidden_state, None
         captured: list[torch.Tensor] = []
         hooks = [

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import processes  # tests/processes.py
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,6 @@ def device_like_python(where: Path, hidden: set[str]) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
 def test_the_gpu_suite_gets_every_benchmark_past_imports_and_configs_without_cuda(tmp_path):
     bundle, bundled = usable_bundle()
     python = device_like_python(tmp_path, NOT_ON_DEVICE | bundled)
@@ -79,8 +79,8 @@ def test_the_gpu_suite_gets_every_benchmark_past_imports_and_configs_without_cud
     env.update(PIXELBERT_PYTHON=str(python), PIXELBERT_WHEELS=str(bundle or tmp_path / "none"),
                PIXELBERT_SITE=str(tmp_path / "site"), TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(out)], capture_output=True,
-                          text=True, env=env, timeout=590)
+    proc = processes.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), str(out)], tmp_path / "logs", cwd=REPO,
+                         env=env, watch=[out, tmp_path / "site"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in BENCHMARKS:
         result = json.loads((out / f"{name}.json").read_text())
