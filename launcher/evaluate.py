@@ -10,7 +10,9 @@ latest checkpoint holds the weights), a ``save_pretrained`` folder, or a checkpo
 --config gives the data section when the folder has no config.json. Writes to --out (default
 <checkpoint>/eval/<split>): metrics.json, and vqa_results.json (official submission format),
 nlvr2_predictions.csv (official format) or retrieval_scores.pt; --visualize N adds N word-to-pixel
-attention pictures under attention/ and in tensorboard/. Exit 2: bad arguments, missing files.
+attention pictures under attention/ and in tensorboard/: every word of the text (or
+--visualize-words color,shape), the mean of the last 2 layers and all heads (or --visualize-layers 1,2
+--visualize-heads 3), one colour scale per picture. Exit 2: bad arguments, missing files.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--out", help="output folder (default <checkpoint>/eval/<split>)")
     p.add_argument("--visualize", type=int, default=0, metavar="N", help="draw N word-to-pixel attention pictures")
+    for what in ("words", "layers", "heads"):  # default: every word, the last 2 layers, all heads
+        p.add_argument(f"--visualize-{what}", type=lambda s: s.split(","), help=f"pictures: only these {what}, e.g. 1,2")
     p.add_argument("--retrieval-topk", type=int, default=None, metavar="K",
                    help="retrieval: re-score only each query's top K of a cheap first stage (default: all pairs)")
     p.add_argument("--first-stage-pixels", type=int, default=16, help="pixels per image in that first stage")
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = recipes.evaluate(args.checkpoint, args.task, split=args.split, config=args.config,
                                       overrides=args.set, out=args.out, retrieval_topk=args.retrieval_topk,
-                                      first_stage_pixels=args.first_stage_pixels, visualize=args.visualize)
+                                      first_stage_pixels=args.first_stage_pixels,
+                                      **{k: v for k, v in vars(args).items() if k.startswith("visualize")})
             title = f"{args.task} {args.split or recipes.default_eval_split(args.task)} ({args.checkpoint})"
     if result.metrics_file is None:  # not rank 0
         return 0

@@ -97,7 +97,8 @@ def _save_predictions(task: str, out: Path, predictions) -> Path:
     return out / "retrieval_scores.pt"
 
 
-def _pictures(model, loader, config, task: str, answers, count: int, out: Path) -> list[Path]:
+def _pictures(model, loader, config, task: str, answers, count: int, out: Path, **choice) -> list[Path]:
+    """``count`` attention pictures; ``choice``: the words, layers and heads (``batch_figures``)."""
     from pixelbert.evaluation.runner import prepare_batch
     from pixelbert.evaluation.visualize import batch_figures, save_figures
     from pixelbert.modeling.tokenizer import load_tokenizer
@@ -106,7 +107,7 @@ def _pictures(model, loader, config, task: str, answers, count: int, out: Path) 
     for batch in loader:
         batch = prepare_batch(model, batch)
         figures += batch_figures(model, batch, tokenizer, task, answers=answers, max_rows=count - len(figures),
-                                 mean=config.data.mean, std=config.data.std)
+                                 mean=config.data.mean, std=config.data.std, **choice)
         if len(figures) >= count:
             break
     names, images = [n for n, _ in figures], [f for _, f in figures]
@@ -115,11 +116,14 @@ def _pictures(model, loader, config, task: str, answers, count: int, out: Path) 
 
 def evaluate(checkpoint: str | Path, task: str, *, split: str | None = None, config: str | Path | None = None,
              overrides: list[str] | None = None, out: str | Path | None = None, retrieval_topk: int | None = None,
-             first_stage_pixels: int = 16, visualize: int = 0) -> EvaluationResult:
+             first_stage_pixels: int = 16, visualize: int = 0, visualize_words: list | None = None,
+             visualize_layers: list | None = None, visualize_heads: list | None = None) -> EvaluationResult:
     """Score ``checkpoint`` (a run folder, a save_pretrained folder or a checkpoint) on ``split``
     (default: the task's validation split) of the shards its run config (or ``config``) names.
     Writes ``metrics.json`` and the predictions into ``out`` (default
-    ``<checkpoint>/eval/<split>``); ``visualize``: that many attention pictures under attention/."""
+    ``<checkpoint>/eval/<split>``); ``visualize``: that many attention pictures under attention/, of
+    ``visualize_words`` (default every word), averaged over ``visualize_layers`` and
+    ``visualize_heads`` (1-based; default the last 2 layers, all heads)."""
     import torch.distributed as dist
 
     from data_pipeline.loaders import build_loader, check_shards
@@ -145,6 +149,11 @@ def evaluate(checkpoint: str | Path, task: str, *, split: str | None = None, con
         if missing:
             raise ConfigError(f"--checkpoint {checkpoint}: the model has no {', '.join(missing)} head (heads: "
                               f"{', '.join(model.config.heads)}); fine-tune it with launcher/finetune.py --task {task}")
+        if visualize:  # a layer or head the model lacks is one line before the split is scored, not after
+            from pixelbert.evaluation.visualize import pick_layers_heads
+
+            pick_layers_heads(model.bert.config.num_hidden_layers, model.bert.config.num_attention_heads,
+                              visualize_layers, visualize_heads)
         cfg.train.task, cfg.model = task, model.config
         hw = detect_hardware(cfg)
         init_distributed(hw)
@@ -168,7 +177,8 @@ def evaluate(checkpoint: str | Path, task: str, *, split: str | None = None, con
                                                                "checkpoint": str(checkpoint),
                                                                "metrics": evaluation.metrics})
             if visualize:
-                result.pictures = _pictures(model, loader, cfg, task, answers, visualize, out)
+                result.pictures = _pictures(model, loader, cfg, task, answers, visualize, out, words=visualize_words,
+                                            layers=visualize_layers, heads=visualize_heads)
     if world > 1:
         dist.barrier()
     return result
