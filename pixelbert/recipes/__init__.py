@@ -3,7 +3,7 @@
     from pixelbert import load_config, recipes
     done = recipes.pretrain(load_config("configs/tiny.json"))            # -> done.export
     ft = recipes.finetune(load_config("configs/finetune/easyvqa.json"), init=done.export)
-    scores = recipes.evaluate(ft_dir, "vqa", split="test")                # -> scores.metrics
+    scores = recipes.evaluate(ft.export.parent, "vqa", split="test")      # the run folder -> scores.metrics
 
 Each recipe works on a copy of the config it is given; user mistakes raise ConfigError or
 DataError (one line), a run that cannot go on raises TrainingError.
