@@ -5,6 +5,10 @@
 Kinds: open colour ("what color is the shape?"), open shape ("what is the blue shape?", "what
 shape is in the image?"), yes/no about a colour, yes/no about a shape. The question ids are the
 easy-VQA format's ``<package split>/<index>``; questions and answers are read from the package.
+
+It only reports: given the test predictions of a finished run (scored once, at the end), it
+splits that final number by kind. Nothing is chosen from it; on a val results file it reads the
+val questions the same way.
 """
 
 from __future__ import annotations

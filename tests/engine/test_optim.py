@@ -78,21 +78,27 @@ def test_frozen_cnn_is_left_out():
     assert set(groups_by_name(model)) == {"transformer", "transformer_no_decay"}
 
 
-def test_split_step_equals_separate_sgd_and_adamw():
+def _three_steps_beside_plain_sgd_and_adamw(adamw_impl: str = "torch", fused: bool = False):
+    """(split optimiser, its model, the reference model stepped by separate SGD and AdamW)."""
     torch.manual_seed(0)
     model = Toy()
     ref = copy.deepcopy(model)
     x, ids = torch.randn(2, 3, 6, 6), torch.randint(0, 10, (2, 5))
-    opt = SplitOptimizer(build_param_groups(model, TrainConfig()))
+    opt = SplitOptimizer(build_param_groups(model, TrainConfig()), adamw_impl=adamw_impl)
     ref_groups = build_param_groups(ref, TrainConfig())
     sgd = torch.optim.SGD([g for g in ref_groups if g["rule"] == "sgd"], lr=0.1)
-    adamw = torch.optim.AdamW([g for g in ref_groups if g["rule"] == "adamw"], lr=0.1)
+    adamw = torch.optim.AdamW([g for g in ref_groups if g["rule"] == "adamw"], lr=0.1, fused=fused or None)
     for _ in range(3):
         for m, opts in ((model, [opt]), (ref, [sgd, adamw])):
             m(x, ids).square().mean().backward()
             for o in opts:
                 o.step()
                 o.zero_grad()
+    return opt, model, ref
+
+
+def test_split_step_equals_separate_sgd_and_adamw():
+    _, model, ref = _three_steps_beside_plain_sgd_and_adamw()
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -178,20 +184,7 @@ def test_schedule_state_restores_the_lr():
 
 def test_the_torch_fused_adamw_fallback_steps_as_torch_fused_adamw_does():
     """What a GPU without a buildable DeepSpeed FusedAdam runs (torch's fused kernel runs on CPU too)."""
-    torch.manual_seed(0)
-    model = Toy()
-    ref = copy.deepcopy(model)
-    x, ids = torch.randn(2, 3, 6, 6), torch.randint(0, 10, (2, 5))
-    opt = SplitOptimizer(build_param_groups(model, TrainConfig()), adamw_impl="torch_fused")
-    ref_groups = build_param_groups(ref, TrainConfig())
-    sgd = torch.optim.SGD([g for g in ref_groups if g["rule"] == "sgd"], lr=0.1)
-    adamw = torch.optim.AdamW([g for g in ref_groups if g["rule"] == "adamw"], lr=0.1, fused=True)
-    for _ in range(3):
-        for m, opts in ((model, [opt]), (ref, [sgd, adamw])):
-            m(x, ids).square().mean().backward()
-            for o in opts:
-                o.step()
-                o.zero_grad()
+    opt, model, ref = _three_steps_beside_plain_sgd_and_adamw("torch_fused", fused=True)
     assert all(g["fused"] for g in opt.param_groups if g["rule"] == "adamw")
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
