@@ -38,13 +38,14 @@ import torch  # noqa: E402
 from benchmarks import harness  # noqa: E402
 
 # Order: cheap, self-contained first; the ones needing shards or subprocesses last.
-BENCHMARKS = ["attention", "sampling", "trunk", "train_step", "engine", "retrieval", "dataload", "scaling"]
+BENCHMARKS = ["attention", "sampling", "padding", "trunk", "train_step", "engine", "retrieval", "dataload", "scaling"]
 # On the GPU the device time is short: the headline targets first, so a cut-off loses the least.
-GPU_ORDER = ["train_step", "trunk", "attention", "dataload", "engine", "sampling", "retrieval", "scaling"]
+# padding: arithmetic on image sizes, the same on any machine; last, as it needs no device time.
+GPU_ORDER = ["train_step", "trunk", "attention", "dataload", "engine", "sampling", "retrieval", "scaling", "padding"]
 MIN_LEFT_S = 15.0  # below this much suite time left, a benchmark is skipped (and says so)
 # Share of the suite's time budget each benchmark may use (gpu_suite.sh: 7 minutes in all), among those run.
 BUDGET_SHARE = {"attention": 0.12, "sampling": 0.06, "trunk": 0.15, "train_step": 0.2, "engine": 0.17,
-                "retrieval": 0.08, "dataload": 0.12, "scaling": 0.1}
+                "retrieval": 0.08, "dataload": 0.12, "scaling": 0.1, "padding": 0.02}
 RESULTS = ROOT / "benchmarks" / "results"  # committed figures: written only with an explicit --out
 NEEDS_CUDA = "needs CUDA: dry run on a machine without it (imports and configs checked)"
 
@@ -91,7 +92,8 @@ def _with_earlier(out: Path, results: list[dict]) -> list[dict]:
             merged.append(fresh[name])
         elif (out / f"{name}.json").is_file():
             earlier = json.loads((out / f"{name}.json").read_text())
-            if all(earlier.get(k) == results[0].get(k) for k in ("suite", "toy", "dry_run")):
+            # Results written before dry runs existed carry no "dry_run": they were measured runs.
+            if all(earlier.get(k, False) == results[0].get(k, False) for k in ("suite", "toy", "dry_run")):
                 merged.append(earlier)
     return merged
 

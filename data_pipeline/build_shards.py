@@ -6,7 +6,8 @@ NAME: coco, coco_karpathy, flickr30k, vg, vqa, nlvr2, easyvqa (easyvqa needs no 
 Every image is decoded once here (PIL) and rejected, by kind, if it is corrupt, truncated,
 larger than ``--max-image-pixels`` or missing; records without any text are rejected as
 ``empty_text``; the readers skip bad annotations (see ``data_pipeline.formats``). The counts
-go to ``manifest.json``. The same inputs and options give byte-identical shards, however many
+go to ``manifest.json``, and per shard every stored image's (w, h), which the epoch plan's aspect
+grouping reads. The same inputs and options give byte-identical shards, however many
 ``--workers`` write them: records are ordered by a fixed seed, each shard is written by one
 process, tar headers carry no time or owner.
 
@@ -47,22 +48,24 @@ def _write_shard(job: dict) -> dict:
     """Validate and write one shard; runs in a worker process."""
     tar_path, items, opts = Path(job["tar"]), job["items"], job["options"]
     slots = image_slots(job["images_per_sample"])
-    samples, rejected, counts = [], {}, {f: [] for f in job["counts"]}
+    samples, rejected, counts, sizes = [], {}, {f: [] for f in job["counts"]}, []
     for record, paths in items:
         try:
-            components = []
+            components, shape = [], []
             for slot, path in zip(slots, paths):
                 try:
                     data = Path(path).read_bytes()
                 except OSError:
                     raise BadSample("missing_image", str(path)) from None
-                data, ext, _ = encode_for_shard(data, opts["max_image_pixels"], opts["resize_shorter"], opts["resize_longer"])
+                data, ext, size = encode_for_shard(data, opts["max_image_pixels"], opts["resize_shorter"], opts["resize_longer"])
                 components.append((slot + ext, data))
+                shape += size
         except BadSample as bad:
             rejected[bad.kind] = rejected.get(bad.kind, 0) + 1
             continue
         body = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
         samples.append((record["key"], components + [("json", body)]))
+        sizes += shape
         if "captions" in counts:
             counts["captions"].append(sum(1 for c in record.get("captions", []) if c.strip()))
         if "questions" in counts:
@@ -73,7 +76,7 @@ def _write_shard(job: dict) -> dict:
     rows = write_tar(tar_path, samples)
     idx_path = tar_path.with_suffix(".idx")
     write_index(tar_path, idx_path, rows)
-    result.update(index=idx_path.name, sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size)
+    result.update(index=idx_path.name, sha256=sha256_file(tar_path), bytes=tar_path.stat().st_size, image_sizes=sizes)
     if counts:
         result["counts"] = counts
     return result

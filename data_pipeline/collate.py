@@ -36,7 +36,7 @@ from pixelbert.config import DataConfig
 
 from data_pipeline.records import Sample
 
-__all__ = ["Collator", "pad_images", "tokenize", "mask_tokens"]
+__all__ = ["Collator", "pad_images", "padded_size", "tokenize", "mask_tokens"]
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -49,10 +49,16 @@ def _swap_left_right(text: str) -> str:
     return _LEFT_RIGHT.sub(swap, text)
 
 
-def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, h_i, w_i) tensors -> images (I, 3, H, W) zero-padded bottom/right, pixel_mask (I, H, W)."""
-    H = max(x.shape[1] for x in images)
-    W = max(x.shape[2] for x in images)
+def padded_size(sizes, multiple: int = 1) -> tuple[int, int]:
+    """(H, W) of a batch of images of (h_i, w_i): the largest of each, rounded up to ``multiple``."""
+    return tuple(-(-max(s[k] for s in sizes) // multiple) * multiple for k in (0, 1))
+
+
+def pad_images(images: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, h_i, w_i) tensors -> images (I, 3, H, W) zero-padded bottom/right, pixel_mask (I, H, W);
+    H and W are multiples of ``multiple``. The mask is True on each image's own pixels only, so
+    the extra rows and columns are padding like any other (the model's trunk masks them)."""
+    H, W = padded_size([x.shape[1:] for x in images], multiple)
     out = images[0].new_zeros(len(images), 3, H, W)
     mask = torch.zeros(len(images), H, W, dtype=torch.bool, device=images[0].device)
     for i, x in enumerate(images):
@@ -125,7 +131,7 @@ class Collator:
             input_ids, mlm_labels = mask_tokens(input_ids, special, self.data.mlm_probability,
                                                 self.tokenizer.mask_token_id, self.replacement_ids, rng)
             mlm_labels[rows["itm_labels"] == 0] = IGNORE_INDEX
-        pixels, pixel_mask = pad_images(images)
+        pixels, pixel_mask = pad_images(images, self.data.pad_multiple)
         meta = {"keys": [s.key for s in samples], "image_ids": [i if isinstance(i, str) else None for i, _ in unique],  # of batch.images
                 "texts": texts, "flipped": flips, **rows.pop("meta", {})}
         return Batch(images=pixels, pixel_mask=pixel_mask, input_ids=input_ids, attention_mask=attention,

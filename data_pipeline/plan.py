@@ -31,22 +31,46 @@ Both backends read exactly this plan, so they yield the same samples in the same
   ignores weights: every unit of every source once, in stored order, source after source.
   Source 0's first pass is drawn exactly as a single source's epoch, so one folder of
   weight 1 reads as it always did.
+* Aspect grouping. ``buckets`` (training): every sample has an aspect bucket (``aspect_buckets``:
+  0 tall, w/h < 1/1.4; 1 portrait, < 1; 2 landscape or square, < 1.4; 3 wide; a sample of several
+  images: their summed widths over their summed heights). Inside every rank block the units are
+  reordered so that each batch of B from the block's start holds one bucket: a bucket's units,
+  in stream order, are cut into batches of B, each placed where its last unit stood; every
+  bucket's last, incomplete batch goes to the end of the block, bucket after bucket in bucket
+  order. Only the order inside a block changes: ranks read the same units as without grouping,
+  drop-last drops the block's tail (of the buckets' remainders), and at most (buckets - 1) of the
+  batches a rank reads in an epoch, its last ones, mix buckets (consecutive ones). A sample's
+  units keep their stored order and stay together but where a batch boundary cuts them, as
+  without grouping. A batch gathers its bucket's next B units, so it may span a few chunks of a
+  mixture (each chunk still from one source). Evaluation is never grouped.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EpochPlan"]
+__all__ = ["EpochPlan", "ASPECT_EDGES", "aspect_buckets"]
+
+# Aspect-ratio (w/h) edges of the buckets: tall | portrait | landscape or square | wide. 1.4 parts
+# 4:3 (1.33) from 3:2 (1.5): after the resize to shorter side S the two differ in their longer side
+# by 12%, which a batch holding both pads (benchmarks/bench_padding.py).
+ASPECT_EDGES = (1 / 1.4, 1.0, 1.4)
 
 _SUBSET_STREAM = 0x5B5E7  # separates the subset draw from the epoch-order draws of the same seed
 _DRAW_STREAM = 0xD4A3  # a source's partial pass (weight not a whole number)
 _PASS_STREAM = 0x9A55  # the order of every source's pass but source 0's first
 
 
+def aspect_buckets(sizes: np.ndarray) -> np.ndarray:
+    """sizes (samples, images, 2) as (w, h) -> (samples,) bucket in 0..len(ASPECT_EDGES), by summed w / summed h."""
+    w, h = np.asarray(sizes, dtype=np.float64).sum(axis=1).T
+    return np.digitize(w / h, ASPECT_EDGES).astype(np.int64)
+
+
 class EpochPlan:
     """``units_per_sample``: per shard, the unit count of every sample (0 = skip the sample).
-    ``sources``: (number of shards, weight) of every source, in shard order; None: one source."""
+    ``sources``: (number of shards, weight) of every source, in shard order; None: one source.
+    ``buckets``: per shard, the aspect bucket of every sample; None: no aspect grouping."""
 
     def __init__(
         self,
@@ -61,6 +85,7 @@ class EpochPlan:
         subset_fraction: float = 1.0,
         group_by_sample: bool = False,
         sources: list[tuple[int, float]] | None = None,
+        buckets: list[np.ndarray] | None = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
@@ -69,6 +94,12 @@ class EpochPlan:
             raise ValueError(f"sources hold {sum(n for n, _ in sources)} shards, the plan {len(units_per_sample)}")
         self.seed, self.shuffle, self.drop_last, self.group_by_sample = seed, shuffle, drop_last, group_by_sample
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        if buckets is not None and [len(b) for b in buckets] != [len(c) for c in units_per_sample]:
+            raise ValueError("buckets must give one bucket per sample of every shard")
+        # Every sample's bucket, shard after shard (sample j of shard s at _first_sample[s] + j).
+        self._buckets = None if buckets is None or not shuffle else np.concatenate(
+            [np.asarray(b, dtype=np.int64) for b in buckets] or [np.zeros(0, np.int64)])
+        self._first_sample = np.cumsum([0] + [len(c) for c in units_per_sample])
         self._ends = [np.cumsum(c) for c in units_per_sample]  # unit u of shard s is in sample searchsorted(ends, u, "right")
         self._units = []  # per shard: the local unit ids kept
         for s, counts in enumerate(units_per_sample):
@@ -105,9 +136,33 @@ class EpochPlan:
         if not self.shuffle:
             return self._pass(range(len(self._units)), self._units, None)
         streams = [self._source_stream(i, epoch) for i in range(len(self._source_shards))]
-        if len(streams) == 1:
-            return streams[0]
-        return self._merge(streams)
+        shards, units = streams[0] if len(streams) == 1 else self._merge(streams)
+        if self._buckets is None:
+            return shards, units
+        samples, _ = self.locate(shards, units)
+        bucket = self._buckets[self._first_sample[shards] + samples]
+        order = np.arange(len(units))
+        for q in range(self.world_size):
+            start, end = self.bounds(q, len(units))
+            order[start:end] = start + self._bucket_batches(bucket[start:end])
+        return shards[order], units[order]
+
+    def _bucket_batches(self, bucket: np.ndarray) -> np.ndarray:
+        """The order of one rank block's units (their buckets, in stream order) that makes every
+        batch from the block's start one bucket's: each bucket's batches of B where their last
+        unit stood, then the incomplete ones by bucket."""
+        n, b = len(bucket), self.batch_size
+        if n == 0:
+            return np.zeros(0, np.int64)
+        by_bucket = np.argsort(bucket, kind="stable")  # positions, bucket by bucket, in stream order
+        counts = np.bincount(bucket)
+        first = np.cumsum(counts) - counts  # where every bucket starts in by_bucket
+        place = np.empty(n, np.int64)
+        place[by_bucket] = np.arange(n) - np.repeat(first, counts)  # of every unit in its bucket
+        batch_end = first[bucket] + (place // b + 1) * b - 1  # in by_bucket: the last unit of the unit's batch
+        complete = place // b < (counts // b)[bucket]
+        placed = np.where(complete, by_bucket[np.minimum(batch_end, n - 1)], n)
+        return np.lexsort((np.arange(n), np.where(complete, 0, bucket), placed))
 
     def _source_stream(self, i: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Source ``i``'s units of a training epoch: its full passes, then its partial one."""

@@ -199,6 +199,14 @@ class ShardSet:
             out.append(np.asarray(counts, dtype=np.int64))
         return out
 
+    def image_sizes(self) -> list[np.ndarray] | None:
+        """Per shard, (samples, images per sample, 2) the stored (w, h) of every image; None for a
+        build that predates recording them."""
+        if any("image_sizes" not in shard for shard in self.shards):
+            return None
+        return [np.asarray(shard["image_sizes"], dtype=np.int64).reshape(shard["samples"], self.images_per_sample, 2)
+                for shard in self.shards]
+
     def read(self, s: int, j: int) -> dict[str, bytes]:
         """All components of sample ``j`` of shard ``s``: ext -> bytes."""
         if os.getpid() != self._pid:  # forked into a worker: do not share file offsets/handles

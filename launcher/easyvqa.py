@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fractions of the training questions (default 1.0; --ablation 0.01 0.02 0.1)")
     p.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (default: the config's; --ablation 0 1 2)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps of every run (--ablation 150)")
+    p.add_argument("--jobs", type=int, help="runs at once after the CNN stage, sharing the cores (default 1)")
     p.add_argument("--stop-at-val", type=float, metavar="ACC", help="end fine-tuning at the first val accuracy >= ACC %%")
     p.add_argument("--pretrain-steps", type=int, help="pre-training steps of 24 images (default 500)")
     p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the config's)")

@@ -90,6 +90,8 @@ DEEPSPEED_PROJECT_KEYS = {
 DEEPSPEED_PRECISION_SECTIONS = ("bf16", "fp16")
 # The DeepSpeed config a run resolved, beside its config.json.
 DEEPSPEED_CONFIG_NAME = "deepspeed_config.json"
+# A few-label fine-tuning run's training units (data.subset_fraction < 1), beside its eval.json.
+SUBSET_NAME = "train_subset.json"
 
 
 # The files of a saved model (``PixelBert.save_pretrained``): weights, and the model section.
@@ -206,6 +208,13 @@ class DataConfig:
     # Training order keeps an image's units (its questions) together, so the CNN runs once for
     # all of them in a batch (VQA: ~10 questions per easy-VQA image). Off: units fully shuffled.
     group_by_image: bool = False
+    # Training batches of one aspect bucket each (tall, portrait, landscape or square, wide; see
+    # data_pipeline.plan), so a batch of mixed orientations does not pad to max H x max W.
+    group_by_aspect: bool = False
+    # Pad a batch's H and W up to a multiple of this (1: to the largest image only), so cudnn.benchmark
+    # meets a bounded set of shapes. Padding stays masked. configs/r50.json: 32 (800 is a multiple);
+    # x152.json: 8 (divides 600 and 1000; 32 would pad 600 to 608). See benchmarks/bench_padding.py.
+    pad_multiple: int = 1
     # Fraction of training records kept (ablations on small data); 1.0 = all.
     subset_fraction: float = 1.0
     # Images above this many pixels are rejected (decompression bombs): at build time and,
@@ -418,6 +427,9 @@ def _ranges(cfg: Config) -> list[tuple[str, Any, tuple]]:
         ("data.max_image_pixels", d.max_image_pixels, _POSITIVE),
         ("data.retrieval_negatives", d.retrieval_negatives, _POSITIVE),
         ("data.prefetch", d.prefetch, _POSITIVE),
+        # Above the longest side a multiple only adds padding.
+        ("data.pad_multiple", d.pad_multiple, _allowed(lambda v: isinstance(v, int) and 1 <= v <= d.max_image_size,
+                                                       f"an integer in [1, data.max_image_size ({d.max_image_size})]")),
         ("train.seed", t.seed, _allowed(lambda v: 0 <= v < 2**32, "in [0, 2**32)")),
         ("train.epochs", t.epochs, _POSITIVE),
         ("train.max_steps", t.max_steps, _POSITIVE),

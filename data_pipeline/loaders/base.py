@@ -14,6 +14,7 @@ in epoch e (so a trainer calling it every epoch does not rewind a resumed loader
 
 from __future__ import annotations
 
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -24,7 +25,7 @@ from pixelbert.config import Config
 from data_pipeline.collate import Collator
 from data_pipeline.images import decode_image, image_to_tensor
 from data_pipeline.loaders.sources import Corpus
-from data_pipeline.plan import EpochPlan
+from data_pipeline.plan import EpochPlan, aspect_buckets
 from data_pipeline.records import BAD_KINDS, BadSample, DataError, Sample, make_sample, parse_record
 from data_pipeline.shards import image_slots
 
@@ -58,10 +59,13 @@ class ShardLoader:
         if task == "retrieval" and self.train and data.micro_batch_size < 2:
             raise DataError("retrieval training draws wrong captions from the batch: data.micro_batch_size must be >= 2")
         self.batch_size = data.micro_batch_size
+        buckets = self._aspect_buckets() if self.train and data.group_by_aspect else None
+        self.group_by_aspect = buckets is not None
         self.plan = EpochPlan(self.shards.units_per_sample(task), seed=self.seed, shuffle=self.train, rank=rank,
                               world_size=world_size, batch_size=self.batch_size, drop_last=self.train,
                               subset_fraction=data.subset_fraction if self.train else 1.0,
-                              group_by_sample=data.group_by_image, sources=self.shards.plan_sources())
+                              group_by_sample=data.group_by_image, sources=self.shards.plan_sources(),
+                              buckets=buckets)
         if self.train and len(self.plan) == 0:
             raise DataError(f"{self.shards} split {split!r}: {self.plan.total} {task} samples cannot fill one batch of "
                             f"{self.batch_size} on each of {world_size} ranks")
@@ -82,6 +86,14 @@ class ShardLoader:
         """Units (images, questions, examples) this rank reads per epoch."""
         return len(self.plan)
 
+    def unit_keys(self) -> list[str]:
+        """The units of epoch 0, all ranks, sorted: ``<sample key>#<unit of the sample>`` (an easy-VQA
+        question: ``train_12#3``). From one folder of shards that is every unit kept, so with
+        ``data.subset_fraction`` < 1 it names the subset (the same every epoch)."""
+        shards, units = self.plan.stream(0)
+        samples, subs = self.plan.locate(shards, units)
+        return sorted({f"{self.shards.index(int(g))[int(j)].key}#{int(u)}" for g, j, u in zip(shards, samples, subs)})
+
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.samples_consumed = epoch, 0
@@ -89,14 +101,15 @@ class ShardLoader:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "samples_consumed": self.samples_consumed, "bad_samples": dict(self.bad_samples),
                 "world_size": self.world_size, "seed": self.seed, "split": self.split, "samples_per_epoch": len(self.plan),
-                "sources": self._sources()}
+                "sources": self._sources(), "group_by_aspect": self.group_by_aspect}
 
     def _sources(self) -> list[list]:
         return [[s.name, s.weight] for s in self.shards.sources]
 
     def load_state_dict(self, state: dict) -> None:
         for key, mine in (("world_size", self.world_size), ("seed", self.seed), ("split", self.split),
-                          ("samples_per_epoch", len(self.plan)), ("sources", self._sources())):
+                          ("samples_per_epoch", len(self.plan)), ("sources", self._sources()),
+                          ("group_by_aspect", self.group_by_aspect)):
             if state.get(key, mine) != mine:
                 raise ValueError(f"loader state has {key}={state[key]!r}, this loader {mine!r}: it cannot resume exactly")
         if not 0 <= state["samples_consumed"] <= len(self.plan):
@@ -122,6 +135,17 @@ class ShardLoader:
 
     def close(self) -> None:
         self.shards.close()
+
+    def _aspect_buckets(self) -> list | None:
+        """Per shard, every sample's aspect bucket; None (said once, by rank 0) for shards built
+        before image sizes were recorded: those train ungrouped."""
+        sizes = self.shards.image_sizes()
+        if sizes is None:
+            if self.rank == 0:
+                print(f"data.group_by_aspect: {self.shards} holds shards built without image sizes; training "
+                      "without aspect grouping (rebuild the shards to group)", file=sys.stderr, flush=True)
+            return None
+        return [aspect_buckets(s) for s in sizes]
 
     # -- for the backends -----------------------------------------------------------------------
 

@@ -105,6 +105,11 @@ class Corpus:
     def units_per_sample(self, task: str) -> list[np.ndarray]:
         return [c for s in self.sources for c in s.shards.units_per_sample(task)]
 
+    def image_sizes(self) -> list[np.ndarray] | None:
+        """Every shard's ``ShardSet.image_sizes``; None when a source's build did not record them."""
+        sizes = [s.shards.image_sizes() for s in self.sources]
+        return None if any(x is None for x in sizes) else [a for x in sizes for a in x]
+
     def key(self, g: int, j: int) -> str:
         """The key sample ``j`` of shard ``g`` has once read (its source's name first, in a mixture)."""
         return self._qualified(g, self.index(g)[j].key)

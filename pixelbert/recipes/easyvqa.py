@@ -23,7 +23,8 @@ nested across fractions):
   mlm_itm_nosample  MLM + ITM, every pixel a token in pre-training
 
 Writes per run ``<out>/<arm>/frac<F>[_seed<S>]/summary.json`` (wall times of each stage, the val
-curve against time, the test accuracy; with ``--stop-at-val`` the first minute val reached it),
+curve against time, the number of training questions, the test accuracy; with ``--stop-at-val``
+the first minute val reached it; the fine-tuning folder's train_subset.json names the questions),
 ``<out>/table.md`` for several runs (mean +- standard deviation over seeds when there are seeds),
 ``<out>/curve.png`` (val accuracy against the run's wall-clock minutes) and ``<out>/study.json``
 (the study's wall time).
@@ -32,13 +33,15 @@ curve against time, the test accuracy; with ``--stop-at-val`` the first minute v
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pixelbert.config import WEIGHTS_NAME, ConfigError
+from pixelbert.config import SUBSET_NAME, WEIGHTS_NAME, ConfigError
 
 __all__ = ["ARMS", "StudyOptions", "StudyError", "cell_name", "finetune_sets", "run_cnn_stage", "pretrain_arm",
            "run_arm", "run_study", "used_outputs", "write_table", "write_seed_table", "plot"]
@@ -79,6 +82,7 @@ class StudyOptions:
     cnn_set: list = field(default_factory=list)
     pretrain_set: list = field(default_factory=list)
     finetune_set: list = field(default_factory=list)
+    jobs: int = 1  # runs at once after the CNN stage, the cores shared evenly between them
 
     @classmethod
     def for_study(cls, ablation: bool, **given) -> "StudyOptions":
@@ -91,10 +95,16 @@ class StudyOptions:
         options = cls(**{**defaults, **given})
         if ablation:  # one val score at the end of each run: the table compares end points
             options.finetune_set = ["train.eval_every=1000000", *options.finetune_set]
+        if options.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {options.jobs}")
         if not all(0.0 < f <= 1.0 for f in options.fractions):
             raise ConfigError(f"subset fractions must be in (0, 1], got {options.fractions}")
         options.out = Path(options.out).resolve()
         return options
+
+    def threads(self) -> int | None:
+        """Torch threads of each run when several run at once (None: one run, it takes every core)."""
+        return None if self.jobs == 1 else max(1, (os.cpu_count() or 1) // self.jobs)
 
     def cells(self) -> list[tuple[float, int | None]]:
         """(fraction, seed) of every fine-tuning run of an arm, in run order."""
@@ -113,11 +123,13 @@ def finetune_sets(options: StudyOptions, fraction: float, seed: int | None) -> l
             *([f"train.max_steps={options.finetune_steps}"] if options.finetune_steps else [])]
 
 
-def _run(cmd: list[str], log: Path, cwd: Path) -> float:
-    """Run one launcher with its output in ``log``; its wall seconds. Fails loudly with the log's tail."""
+def _run(cmd: list[str], log: Path, cwd: Path, threads: int | None = None) -> float:
+    """Run one launcher with its output in ``log`` (``threads``: its torch threads; None: its own
+    choice); its wall seconds. Fails loudly with the log's tail."""
     started = time.monotonic()
+    env = None if threads is None else dict(os.environ, OMP_NUM_THREADS=str(threads))
     with log.open("w") as f:
-        code = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
         raise StudyError(f"{' '.join(cmd[1:3])} exited {code}; see {log}\n{tail}")
@@ -155,7 +167,7 @@ def pretrain_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None) ->
             "deepspeed.zero_optimization.stage=0",  # one process: ZeRO would only add copies
             *weights, *ARMS[arm], *args.pretrain_set]
     seconds = _run([sys.executable, str(args.launchers / "pretrain.py"), "--config", args.pretrain_config,
-                    *_sets(sets)], out / "pretrain.log", args.cwd)
+                    *_sets(sets)], out / "pretrain.log", args.cwd, args.threads())
     return pre / "export", round(seconds, 1)
 
 
@@ -181,10 +193,10 @@ def run_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None, cnn_s: 
     summary["finetune_wall_s"] = round(_run([py, str(args.launchers / "finetune.py"), "--task", "vqa",
                                              "--config", args.finetune_config,
                                              *(["--init", str(init)] if init else []), *stop, *_sets(sets)],
-                                            out / "finetune.log", args.cwd), 1)
+                                            out / "finetune.log", args.cwd, args.threads()), 1)
     summary["total_wall_s"] = round(summary["cnn_wall_s"] + summary["pretrain_wall_s"] + summary["finetune_wall_s"], 1)
     _run([py, str(args.launchers / "evaluate.py"), "--task", "vqa", "--checkpoint", str(ft), "--split", "test"],
-         out / "evaluate.log", args.cwd)
+         out / "evaluate.log", args.cwd, args.threads())
     test = json.loads((ft / "eval" / "test" / "metrics.json").read_text())["metrics"]
     evals = json.loads((ft / "eval.json").read_text())["evals"]
     before = summary["cnn_wall_s"] + summary["pretrain_wall_s"]
@@ -194,6 +206,8 @@ def run_arm(arm: str, out: Path, args: StudyOptions, trunk: Path | None, cnn_s: 
         reached = [p for p in summary["val_curve"] if p["val_accuracy"] >= args.stop_at_val]
         summary["stop_at_val"] = args.stop_at_val
         summary["minutes_to_val"] = reached[0]["minutes"] if reached else None
+    subset = ft / SUBSET_NAME  # a few-label run names its training questions
+    summary["train_questions"] = len(json.loads(subset.read_text())["units"]) if subset.is_file() else None
     summary["test_accuracy"] = test["vqa_accuracy"]
     summary["test_questions"] = int(test["num_questions"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -234,12 +248,14 @@ def write_seed_table(summaries: list[dict], path: Path) -> None:
     cells: dict[tuple[str, float], list[dict]] = {}
     for s in summaries:
         cells.setdefault((s["arm"], s["subset_fraction"]), []).append(s)
-    lines = ["| arm | labels | seeds | test acc mean +- std (%) | each seed (%) | fine-tuning (min, mean) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | labels (questions per seed) | seeds | test acc mean +- std (%) | each seed (%) "
+             "| fine-tuning (min, mean) |", "|---|---|---|---|---|---|"]
     for (arm, fraction), runs in cells.items():
         tests = [r["test_accuracy"] for r in runs]
         spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
-        lines.append(f"| {arm} | {fraction:.0%} | {len(runs)} | {statistics.mean(tests):.2f} +- {spread:.2f} | "
+        counts = sorted({r.get("train_questions") for r in runs} - {None})
+        labels = f"{fraction:.0%}" + (f" ({', '.join(map(str, counts))})" if counts else "")
+        lines.append(f"| {arm} | {labels} | {len(runs)} | {statistics.mean(tests):.2f} +- {spread:.2f} | "
                      + ", ".join(f"{t:.2f}" for t in tests)
                      + f" | {statistics.mean(r['finetune_wall_s'] for r in runs) / 60:.1f} |")
     path.write_text("\n".join(lines) + "\n")
@@ -253,18 +269,28 @@ def used_outputs(options: StudyOptions) -> list[Path]:
 
 
 def run_study(options: StudyOptions) -> list[dict]:
-    """The CNN stage once, each arm's pre-training once, then every (fraction, seed) cell of every arm;
-    table.md (several runs) and curve.png. Returns the summaries."""
+    """The CNN stage once, each arm's pre-training once, then every (fraction, seed) cell of every arm,
+    ``options.jobs`` of them at once; table.md (several runs) and curve.png. Returns the summaries."""
     used = used_outputs(options)
     if used:
         raise ConfigError(f"{used[0]} already holds a run; choose another --out")
     started = time.monotonic()
     trunk, cnn_s = run_cnn_stage(options.out / "cnn", options)
-    summaries = []
-    for arm in options.arms:
-        init, pre_s = pretrain_arm(arm, options.out / arm, options, trunk)
-        summaries += [run_arm(arm, options.out / arm / cell_name(f, s), options, trunk, cnn_s, init, pre_s, f, s)
-                      for f, s in options.cells()]
+    # Every pre-training is queued before any cell: the pool starts work in queue order, so a cell
+    # that waits for its arm's pre-training waits on one that is running or done, never on a queued one.
+    pool = ThreadPoolExecutor(options.jobs)
+    try:
+        pretrained = {arm: pool.submit(pretrain_arm, arm, options.out / arm, options, trunk) for arm in options.arms}
+
+        def cell(arm: str, fraction: float, seed: int | None) -> dict:
+            init, pre_s = pretrained[arm].result()
+            return run_arm(arm, options.out / arm / cell_name(fraction, seed), options, trunk, cnn_s, init, pre_s,
+                           fraction, seed)
+
+        runs = [pool.submit(cell, arm, f, s) for arm in options.arms for f, s in options.cells()]
+        summaries = [r.result() for r in runs]  # run order, whatever order they finish in
+    finally:
+        pool.shutdown(cancel_futures=True)
     if len(options.cells()) > 1:
         write_seed_table(summaries, options.out / "table.md")
     elif len(summaries) > 1:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pixelbert.config import Config, ConfigError
+from pixelbert.config import SUBSET_NAME, Config, ConfigError
 from pixelbert.recipes.models import build_finetune_model, default_eval_split, resolve_init
 from pixelbert.recipes.rundir import claim_output_dir
 from pixelbert.tasks import FINETUNE_TASKS, PRETRAIN_TASKS, check_task
@@ -204,6 +204,10 @@ def finetune(config: Config, *, task: str | None = None, init: str | Path | None
         first_new = min((e["step"] for e in result.evals), default=fit.step + 1)
         result.evals = [e for e in earlier if e["step"] < first_new] + result.evals
         (out / "eval.json").write_text(json.dumps({"split": eval_split, "evals": result.evals}, indent=1) + "\n")
+        if config.data.subset_fraction < 1.0:  # which labels a few-label run saw, for comparing runs
+            (out / SUBSET_NAME).write_text(json.dumps({"subset_fraction": config.data.subset_fraction,
+                                                       "seed": config.train.seed,
+                                                       "units": train_loader.unit_keys()}) + "\n")
 
     fit, result.export = _fit_and_export(trainer, resume, overwrite, answers, finish=finish)
     result.step, result.stopped_by_signal = fit.step, fit.stopped_by_signal
