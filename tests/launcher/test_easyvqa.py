@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("arm", [a for a, sets in study.ARMS.items() if sets is not None])
 def test_every_pretraining_arm_is_a_valid_override_of_the_shipped_config(arm):
-    cfg = load_config(REPO / "configs/tiny.json", study.ARMS[arm])
+    cfg = load_config(REPO / study.StudyOptions.pretrain_config, study.ARMS[arm])
+    assert cfg.train.freeze_cnn and cfg.model.frozen_bn  # the CNN stage's trunk stays as it was learned
     if arm == "mlm":
         assert cfg.train.itm_weight == 0 and cfg.data.itm_negative_probability == 0
         assert not cfg.data.itm_paired_negatives  # no negatives at all: MLM learns on every row
@@ -32,7 +33,7 @@ def test_the_cnn_stage_config_builds_the_trunk_the_other_stages_load():
     cnn = load_config(REPO / "configs/tiny_cnn.json")
     assert cnn.train.task == "visual_words" and cnn.model.heads == ["words"]
     assert cnn.data.itm_negative_probability == 0 and not cnn.data.itm_paired_negatives  # every caption its own image's
-    for path in ("configs/tiny.json", "configs/finetune/easyvqa.json"):
+    for path in ("configs/tiny.json", "configs/pretrain/easyvqa.json", "configs/finetune/easyvqa.json"):
         other = load_config(REPO / path)
         for key in ("backbone", "feature_stage"):
             assert getattr(other.model, key) == getattr(cnn.model, key), (path, key)

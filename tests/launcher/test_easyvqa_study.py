@@ -51,6 +51,7 @@ def test_the_ablation_runs_every_cell_once_and_tables_mean_and_spread_over_seeds
     pretrains = [c for c in calls if c[1].endswith("pretrain.py")]
     assert len(summaries) == len(finetunes) == 2 * 2 * 2
     assert len(pretrains) == 2  # the CNN stage, and mlm_itm's pre-training once for its four cells
+    assert all("--no-eval" in c for c in finetunes)  # the table compares test end points: val is not scored
     cells = {(s["arm"], s["subset_fraction"], s["seed"]) for s in summaries}
     assert len(cells) == 8
     for arm in ("no_pretrain", "mlm_itm"):
@@ -73,8 +74,9 @@ def test_every_arm_fine_tunes_on_the_same_questions_nested_across_fractions():
                              subset_fraction=f)
             shards, local = plan.stream(0)
             kept[f] = set(zip(shards.tolist(), local.tolist()))
-        small, mid, big = (kept[f] for f in sorted(options.fractions))
-        assert small < mid < big  # nested: the 1% questions are among the 2%, those among the 10%
+        ordered = [kept[f] for f in sorted(options.fractions)]
+        assert len(ordered) >= 2
+        assert all(a < b for a, b in zip(ordered, ordered[1:]))  # nested: the 2% questions are among the 10%
 
 
 def test_runs_at_once_give_the_same_table_and_each_cell_waits_for_its_arms_pretraining(tmp_path, monkeypatch):
