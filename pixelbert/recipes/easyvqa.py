@@ -47,7 +47,7 @@ from pathlib import Path
 
 from pixelbert.config import SUBSET_NAME, WEIGHTS_NAME, ConfigError
 
-__all__ = ["ARMS", "StudyOptions", "StudyError", "cell_name", "finetune_sets", "run_cnn_stage", "pretrain_arm",
+__all__ = ["ARMS", "StudyOptions", "StudyError", "cell_name", "child_env", "finetune_sets", "run_cnn_stage", "pretrain_arm",
            "run_arm", "run_study", "used_outputs", "write_table", "write_seed_table", "plot"]
 
 
@@ -128,13 +128,24 @@ def finetune_sets(options: StudyOptions, fraction: float, seed: int | None) -> l
             *([f"train.max_steps={options.finetune_steps}"] if options.finetune_steps else [])]
 
 
+# A process group's variables: a caller that joined one (or set MASTER_PORT) would hand every run
+# the same rendezvous port, and two runs at once would collide on it.
+_PROCESS_GROUP_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(threads: int | None) -> dict[str, str]:
+    """The environment of one run: a single-process job that finds its own free port; ``threads``:
+    its torch threads (None: its own choice)."""
+    env = {k: v for k, v in os.environ.items() if k not in _PROCESS_GROUP_VARS}
+    return env if threads is None else {**env, "OMP_NUM_THREADS": str(threads)}
+
+
 def _run(cmd: list[str], log: Path, cwd: Path, threads: int | None = None) -> float:
-    """Run one launcher with its output in ``log`` (``threads``: its torch threads; None: its own
-    choice); its wall seconds. Fails loudly with the log's tail."""
+    """Run one launcher with its output in ``log`` (``threads``: see ``child_env``); its wall
+    seconds. Fails loudly with the log's tail."""
     started = time.monotonic()
-    env = None if threads is None else dict(os.environ, OMP_NUM_THREADS=str(threads))
     with log.open("w") as f:
-        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, cwd=cwd, env=child_env(threads), stdout=f, stderr=subprocess.STDOUT).returncode
     if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-5:])
         raise StudyError(f"{' '.join(cmd[1:3])} exited {code}; see {log}\n{tail}")

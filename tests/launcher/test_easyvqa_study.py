@@ -177,3 +177,16 @@ def test_the_ablation_command_at_toy_size_tables_every_cell_on_nested_subsets_sh
     assert [r.split(" | ")[:3] for r in rows] == [[f"| {arm}", f"{f:.0%} ({len(units[arm, str(f), 0])})", "2"]
                                                   for arm in ("no_pretrain", "mlm_itm") for f in (0.25, 0.5)]
     assert json.loads((out / "study.json").read_text())["runs"] == 8
+
+
+def test_each_run_is_its_own_single_process_job_with_its_own_threads(monkeypatch):
+    """A caller inside a process group (or with MASTER_PORT set) must not hand its port to the runs:
+    two runs at once would meet on it, and the caller still holds it."""
+    for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                     MASTER_PORT="29500", PIXELBERT_KEEP="yes").items():
+        monkeypatch.setenv(k, v)
+    env = study.child_env(3)
+    assert env["OMP_NUM_THREADS"] == "3" and env["PIXELBERT_KEEP"] == "yes"
+    assert not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(env)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert study.child_env(None)["OMP_NUM_THREADS"] == "7"  # one run at a time: the caller's choice stands

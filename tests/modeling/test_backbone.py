@@ -208,8 +208,11 @@ def test_folded_frozen_batchnorm_equals_separate_batchnorm_within_fp32_tolerance
     folded_out, folded_grads = _forward_backward(trunk, images, sizes)
     scale = separate_out.abs().max().item()
     torch.testing.assert_close(folded_out, separate_out, atol=1e-5 * scale, rtol=1e-4)
-    for n, g in separate_grads.items():  # gradients still reach every conv weight
-        torch.testing.assert_close(folded_grads[n], g, atol=1e-4 * g.abs().max().item(), rtol=1e-3, msg=n)
+    # Gradients still reach every conv weight. Through 50 layers the two forwards' convolutions may
+    # pick different fp32 kernels (oneDNN's choice depends on the thread count): differences of a few
+    # 1e-3 of the largest gradient are rounding; a wrong fold is off by tens of percent.
+    for n, g in separate_grads.items():
+        torch.testing.assert_close(folded_grads[n], g, atol=1e-2 * g.abs().max().item(), rtol=1e-2, msg=n)
 
 
 def test_the_trunk_runs_channels_last_on_cuda_and_nchw_on_cpu():

@@ -136,9 +136,9 @@ def test_the_cnn_learns_to_name_the_words_of_each_image():
                   attention_mask=torch.ones_like(ids))
     task = VisualWordsTask(model.bert.config.vocab_size, [0, 101, 102, 103])
     optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if n.startswith(("backbone.", "heads."))],
-                                 lr=1e-2)
+                                 lr=3e-3)  # 1e-2 oscillates on some CPUs' kernels
     first, _ = task.loss(model, batch)
-    for _ in range(30):
+    for _ in range(40):
         loss, metrics = task.loss(model, batch)
         optimizer.zero_grad()
         loss.backward()
