@@ -1,4 +1,5 @@
-"""Accuracy of an easy-VQA results file per kind of question: which image property is missing.
+"""Accuracy of an easy-VQA results file per kind of question; it only reports (test is scored
+once, at the end, and nothing is chosen from it).
 
     python benchmarks/easyvqa_by_kind.py runs/easyvqa/result/mlm_itm/finetune/eval/test/vqa_results.json
 
