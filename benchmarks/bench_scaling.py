@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import harness
+from pixelbert.engine.hardware import usable_cores
 
 METHOD = (
     "torchrun --standalone --nproc_per_node N benchmarks/scaling_worker.py: DeepSpeed engine at the config's ZeRO "
@@ -110,7 +111,7 @@ def run(ctx: harness.Context) -> dict:
     notes = [f"config {config}{' (toy)' if ctx.toy else ''}, micro-batch {runs[1][0]['micro_batch']} per rank, "
              f"ZeRO {runs[1][0]['zero_stage']}, {runs[1][0]['precision']}"]
     if not ctx.on_gpu:
-        notes.append(f"CPU: one thread per rank; {len(os.sched_getaffinity(0))} usable cores, load average "
+        notes.append(f"CPU: one thread per rank; {usable_cores()} usable cores, load average "
                      f"{os.getloadavg()[0]:.1f} at the end (other jobs take cores the second rank needs)")
     why = ("the second rank's core is not free on a shared machine (load average above the core count), and "
            "gradient reduction over gloo is not overlapped with compute on CPU" if not ctx.on_gpu else

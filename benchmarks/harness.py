@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import torch
 
+from pixelbert.engine.hardware import usable_cores
+
 NOT_MEASURED = "not measured"
 # Verdicts read off a cost model fitted to smaller measurements, never off a measurement at the stated scale.
 PROJECTED_MET, PROJECTED_NOT_MET = "projected: met", "projected: not met"
@@ -265,7 +267,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu_model,
         "logical_cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus_usable": usable_cores(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": round(mem_kib / 2**20, 1) if mem_kib else None,
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

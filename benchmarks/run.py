@@ -36,6 +36,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 import torch  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
+from pixelbert.engine.hardware import usable_cores  # noqa: E402
 
 # Order: cheap, self-contained first; the ones needing shards or subprocesses last.
 BENCHMARKS = ["attention", "sampling", "padding", "trunk", "train_step", "engine", "retrieval", "dataload", "scaling"]
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.toy or dry) and out.is_relative_to(RESULTS.resolve()):
         print(f"--out {out}: toy and dry runs never write into {RESULTS}", file=sys.stderr)
         return 2
-    threads = args.threads or (1 if args.toy else len(os.sched_getaffinity(0)))
+    threads = args.threads or (1 if args.toy else usable_cores())
     torch.set_num_threads(threads)
     os.environ["PIXELBERT_BENCH_THREADS"] = str(threads)  # for subprocess workers (scaling)
     names = args.only or (GPU_ORDER if args.suite == "gpu" else BENCHMARKS)

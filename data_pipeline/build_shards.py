@@ -36,6 +36,7 @@ from data_pipeline.formats import Source, get_reader
 from data_pipeline.images import encode_for_shard
 from data_pipeline.records import BadSample, DataError, parse_record, units_per_sample
 from data_pipeline.shards import FORMAT, MANIFEST, image_slots, load_manifest, sha256_file, write_index, write_tar
+from pixelbert.engine.hardware import usable_cores
 
 __all__ = ["build_shards", "main"]
 
@@ -201,7 +202,7 @@ def _jobs(source: Source, tmp: Path, options: dict) -> tuple[list[dict], dict[st
 def _run(jobs: list[dict], workers: int | None, progress: bool, label: str) -> list[dict]:
     """Write the shards, in parallel when asked; results in job order whatever finishes first."""
     results: list = [None] * len(jobs)
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    workers = min(workers or usable_cores(), len(jobs))
     with tqdm(total=sum(len(j["items"]) for j in jobs), desc=label, unit="sample", disable=not progress) as bar:
         if workers <= 1:
             for i, job in enumerate(jobs):

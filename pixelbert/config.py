@@ -2,6 +2,8 @@
 
 A config file has the sections ``model``, ``data``, ``train`` and ``deepspeed``. The first
 three are typed dataclasses; ``deepspeed`` is passed verbatim to ``deepspeed.initialize``.
+``"extends": "other.json"`` (relative to the file) starts from another config: objects merge key
+by key, anything else (a list too) replaces, so a variant states only what it changes.
 Every problem (unknown key, wrong type, missing file) raises :class:`ConfigError` with one
 line that names the file and the key, so launchers can print it and exit 2.
 """
@@ -32,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "Config",
     "load_config",
+    "EXTENDS",
     "config_from_dict",
     "resolve_package_path",
     "check_fields",
@@ -549,10 +552,38 @@ def read_json_object(path: str | Path, what: str = "config file") -> dict:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a JSON config file, apply ``section.key=value`` overrides, validate."""
-    path = Path(path)
+EXTENDS = "extends"  # a config file's parent config, a path relative to the file
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: objects merge key by key; anything else, lists too, replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's object with its ``extends`` chain applied, parents first."""
     raw = read_json_object(path)
+    parent = raw.pop(EXTENDS, None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: '{EXTENDS}' must be the path of a config file, got {parent!r}")
+    base = path.parent / parent
+    if not base.is_file():
+        raise ConfigError(f"{path}: '{EXTENDS}' names {base}, which is not a file")
+    chain = (*chain, path.resolve())
+    if base.resolve() in chain:
+        raise ConfigError(f"{path}: '{EXTENDS}' {parent!r} leads back to {base}, a file already in the chain")
+    return _merged(read_config_file(base, chain), raw)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a JSON config file (and the files it extends), apply ``section.key=value`` overrides, validate."""
+    path = Path(path)
+    raw = read_config_file(path)
     source = str(path)
     for item in overrides or []:
         keys, value = parse_override(item)

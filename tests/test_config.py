@@ -10,7 +10,7 @@ from pixelbert.config import (DEEPSPEED_PROJECT_KEYS, PATH_KEYS, SECTIONS, Confi
                               load_config, resolve_package_path)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = sorted(CONFIGS.glob("*.json")) + sorted(CONFIGS.glob("finetune/*.json"))
+SHIPPED = sorted(CONFIGS.glob("*.json")) + sorted(CONFIGS.glob("finetune/*.json")) + sorted(CONFIGS.glob("pretrain/*.json"))
 
 
 def write(tmp_path, content, name="bad.json") -> Path:
@@ -32,6 +32,45 @@ def error_of(path, overrides=None) -> str:
 def test_shipped_configs_load_and_validate(path):
     cfg = load_config(path)
     assert isinstance(cfg.model, ModelConfig) and cfg.source == str(path)
+
+
+def test_a_config_that_extends_another_states_only_what_it_changes(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base", {"model": {"heads": ["mlm", "itm"], "pixel_samples": 10,
+                                        "text_config": {"hidden_size": 32, "num_hidden_layers": 1}},
+                              "train": {"task": "pretrain", "decay_epochs": [25, 35], "max_steps": 5},
+                              "deepspeed": {"zero_optimization": {"stage": 2, "overlap_comm": True}}}, "parent.json")
+    child = write(tmp_path, {"extends": "base/parent.json", "model": {"pixel_samples": 4},
+                             "train": {"decay_epochs": [3]}, "deepspeed": {"zero_optimization": {"stage": 0}}},
+                  "child.json")
+    cfg = load_config(child, ["train.max_steps=7"])
+    assert (cfg.model.pixel_samples, cfg.model.heads) == (4, ["mlm", "itm"])  # objects merge key by key
+    assert cfg.train.decay_epochs == [3] and cfg.train.max_steps == 7  # lists replace; --set comes last
+    assert cfg.deepspeed["zero_optimization"] == {"stage": 0, "overlap_comm": True}
+    assert "extends" not in cfg.to_dict()  # a run folder's config.json is the resolved one
+
+
+def test_the_shipped_pre_training_recipe_is_tiny_json_with_its_changes():
+    recipe, tiny = load_config(CONFIGS / "pretrain" / "easyvqa.json").to_dict(), load_config(CONFIGS / "tiny.json").to_dict()
+    assert recipe["model"] == {**tiny["model"], "frozen_bn": True}  # train.freeze_cnn freezes BatchNorm too
+    assert recipe["data"] == {**tiny["data"], "micro_batch_size": 24}
+    assert recipe["train"]["freeze_cnn"] and recipe["train"]["lr_transformer"] == 1e-4
+
+
+@pytest.mark.parametrize("extends, expected", [
+    (7, "'extends' must be the path of a config file, got 7"),
+    ("nowhere.json", "'extends' names"),
+    ("me.json", "a file already in the chain"),
+])
+def test_a_bad_extends_is_one_line_naming_the_file(tmp_path, extends, expected):
+    path = write(tmp_path, {"extends": extends}, "me.json")
+    assert expected in error_of(path)
+
+
+def test_an_extends_cycle_through_two_files_is_refused(tmp_path):
+    write(tmp_path, {"extends": "a.json"}, "b.json")
+    a = write(tmp_path, {"extends": "b.json"}, "a.json")
+    assert "a file already in the chain" in error_of(a)
 
 
 def test_paper_configs_hold_the_papers_settings():

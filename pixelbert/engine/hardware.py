@@ -18,7 +18,7 @@ import torch
 from pixelbert.config import Config, ConfigError
 
 __all__ = ["Hardware", "detect_hardware", "adamw_impl", "init_distributed", "free_port", "check_rendezvous_port",
-           "comm_op_build_notice"]
+           "comm_op_build_notice", "usable_cores"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -74,6 +74,12 @@ class Hardware:
 
         return {"device": str(self.device), "precision": self.precision, "adamw": ADAMW_IMPLS[self.optimizer_impl],
                 "attention": self.attn_implementation, "collectives": self.dist_backend}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask (a container or ``taskset`` limit), not
+    the machine's count, which would start threads on cores the process can never use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def adamw_impl(on_gpu: bool) -> str:
@@ -215,4 +221,4 @@ def init_distributed(hw: Hardware | None = None) -> None:
     elif "OMP_NUM_THREADS" not in os.environ:
         # N CPU ranks on one machine would each start one thread per core: share the cores instead.
         local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(max(1, usable_cores() // local))

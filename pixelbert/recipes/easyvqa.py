@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pixelbert.config import SUBSET_NAME, WEIGHTS_NAME, ConfigError
+from pixelbert.engine.hardware import usable_cores
 
 __all__ = ["ARMS", "StudyOptions", "StudyError", "cell_name", "child_env", "finetune_sets", "run_cnn_stage", "pretrain_arm",
            "run_arm", "run_study", "used_outputs", "write_table", "write_seed_table", "plot"]
@@ -109,7 +110,7 @@ class StudyOptions:
 
     def threads(self) -> int | None:
         """Torch threads of each run when several run at once (None: one run, it takes every core)."""
-        return None if self.jobs == 1 else max(1, (os.cpu_count() or 1) // self.jobs)
+        return None if self.jobs == 1 else max(1, usable_cores() // self.jobs)
 
     def cells(self) -> list[tuple[float, int | None]]:
         """(fraction, seed) of every fine-tuning run of an arm, in run order."""

@@ -22,14 +22,19 @@ __all__ = ["PretrainTask"]
 
 class PretrainTask:
     """Metrics: loss parts ``mlm_loss``, ``itm_loss``, accuracies ``mlm_acc``, ``itm_acc``, and
-    ``tokens``: tokens the encoder attended to (text + sampled pixels), for throughput."""
+    ``tokens``: tokens the encoder attended to (text + sampled pixels), for throughput.
+
+    An objective with weight 0 reports neither its loss nor its accuracy: an MLM-only run feeds
+    matched pairs alone, where the untrained ITM head's accuracy would read as a result.
+    """
 
     name = "pretrain"
-    summary_metrics = ("mlm_acc", "itm_acc")  # what the launcher's last line reports
 
     def __init__(self, mlm_weight: float = 1.0, itm_weight: float = 1.0):
         self.mlm_weight = mlm_weight
         self.itm_weight = itm_weight
+        self.objectives = tuple(o for o, w in (("mlm", mlm_weight), ("itm", itm_weight)) if w > 0)
+        self.summary_metrics = tuple(f"{o}_acc" for o in self.objectives)  # the launcher's last line
 
     @classmethod
     def from_config(cls, config) -> "PretrainTask":
@@ -55,11 +60,7 @@ class PretrainTask:
         itm_loss = F.cross_entropy(itm_logits, batch.itm_labels)
         itm_acc = (itm_logits.detach().argmax(-1) == batch.itm_labels).float().mean()
         loss = self.mlm_weight * mlm_loss + self.itm_weight * itm_loss
-        metrics = {
-            "mlm_loss": mlm_loss.detach(),
-            "itm_loss": itm_loss.detach(),
-            "mlm_acc": mlm_acc,
-            "itm_acc": itm_acc,
-            "tokens": out.attention_mask.sum().float(),
-        }
+        parts = {"mlm": (mlm_loss.detach(), mlm_acc), "itm": (itm_loss.detach(), itm_acc)}
+        metrics = {f"{o}_{kind}": v for o in self.objectives for kind, v in zip(("loss", "acc"), parts[o])}
+        metrics["tokens"] = out.attention_mask.sum().float()
         return loss, metrics

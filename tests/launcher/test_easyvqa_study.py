@@ -91,7 +91,7 @@ def test_runs_at_once_give_the_same_table_and_each_cell_waits_for_its_arms_pretr
         return fake(cmd, log, cwd)
 
     monkeypatch.setattr(study, "_run", run)
-    monkeypatch.setattr(study.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(study, "usable_cores", lambda: 4)
     tables = {}
     for jobs in (1, 2):
         options = study.StudyOptions.for_study(True, launchers=REPO / "launcher", cwd=REPO, out=tmp_path / str(jobs),

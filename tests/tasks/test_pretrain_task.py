@@ -70,6 +70,17 @@ def test_accuracies_and_token_count():
     assert metrics["tokens"].item() == 4 * 5
 
 
+def test_an_objective_with_weight_zero_reports_nothing_but_still_trains_the_rest():
+    model = StubModel()
+    b = batch([1, 1], [[-100, 4, 2], [3, -100, 1]])  # an MLM-only run: matched pairs alone
+    task = PretrainTask(itm_weight=0.0)
+    loss, metrics = task.loss(model, b)
+    assert set(metrics) == {"mlm_loss", "mlm_acc", "tokens"} and task.summary_metrics == ("mlm_acc",)
+    assert loss.item() == pytest.approx(metrics["mlm_loss"].item())
+    assert PretrainTask(mlm_weight=0.0).summary_metrics == ("itm_acc",)
+    assert PretrainTask().summary_metrics == ("mlm_acc", "itm_acc")
+
+
 def test_a_batch_without_masked_matching_tokens_still_backpropagates():
     model = StubModel()
     loss, metrics = PretrainTask().loss(model, batch([0, 0], [[1, 2, 3], [4, -100, -100]]))
