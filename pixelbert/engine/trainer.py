@@ -142,6 +142,10 @@ def build_engine(model: torch.nn.Module, config: Config, hw: Hardware, plan: Bat
     schedule = build_schedule(optimizer, t, steps_per_epoch)
     engine, optimizer, _, schedule = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=schedule, config=deepspeed_config(config, hw, plan))
+    if engine.zero_optimization_stage() == 0 and engine.dp_world_size == 1:
+        # Alone, the all-reduce is the identity, yet DeepSpeed would still flatten every gradient into
+        # buckets and copy them back each step. ZeRO 1-3 keep it: their optimiser reads the reduction.
+        engine.enable_backward_allreduce = False
     return engine, optimizer, schedule
 
 

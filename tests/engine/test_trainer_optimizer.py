@@ -24,3 +24,21 @@ def test_the_trainer_steps_the_cnn_with_sgd_and_everything_else_with_adamw(tmp_p
     for name, p in model.named_parameters():
         rule, lr = (("sgd", cfg.train.lr_cnn) if id(p) in cnn else ("adamw", cfg.train.lr_transformer))
         assert (group_of[id(p)]["rule"], group_of[id(p)]["base_lr"]) == (rule, lr), name
+
+
+def test_alone_at_zero_0_the_engine_skips_the_identity_all_reduce_and_trains_the_same(tmp_path):
+    params = {}
+    for allreduce in (False, True):
+        cfg = tiny_config(tmp_path / str(allreduce), stage=0, deterministic=True, gradient_accumulation=2, max_steps=2,
+                          checkpoint_every=10)
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        trainer = Trainer(model, PretrainTask.from_config(cfg), SyntheticLoader(cfg.data.micro_batch_size), cfg)
+        assert trainer.engine.enable_backward_allreduce is False  # one process, ZeRO 0: nothing to reduce
+        trainer.engine.enable_backward_allreduce = allreduce  # DeepSpeed's default, for comparison
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer.fit()
+        assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())  # it did train
+        params[allreduce] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for name, p in params[True].items():
+        assert torch.equal(params[False][name], p), name
