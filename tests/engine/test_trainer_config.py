@@ -71,7 +71,7 @@ def test_without_zero_in_fp32_the_optimizer_clips_instead_of_deepspeed():
 def test_cpu_runs_fp32_with_torch_optimizers_and_sdpa(monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     hw = detect_hardware(config())
-    assert (hw.device.type, hw.precision, hw.optimizer_impl, hw.attn_implementation) == ("cpu", "fp32", "torch", "sdpa")
+    assert (hw.device.type, hw.precision, hw.optimizer_impl, hw.attn_implementation) == ("cpu", "fp32", "torch_fused", "sdpa")
     assert hw.dist_backend in ("gloo", "ccl")
 
 
