@@ -112,9 +112,10 @@ def run(ctx: harness.Context) -> dict:
              f"ZeRO {runs[1][0]['zero_stage']}, {runs[1][0]['precision']}"]
     if not ctx.on_gpu:
         notes.append(f"CPU: one thread per rank; {usable_cores()} usable cores, load average "
-                     f"{os.getloadavg()[0]:.1f} at the end (other jobs take cores the second rank needs)")
-    why = ("the second rank's core is not free on a shared machine (load average above the core count), and "
-           "gradient reduction over gloo is not overlapped with compute on CPU" if not ctx.on_gpu else
+                     f"{os.getloadavg()[0]:.1f} at the end (above the rank count: other jobs share the cores)")
+    why = ("on CPU gloo's gradient reduce-scatter is not overlapped with compute, and the ranks share the "
+           "machine's memory bandwidth (and, when the load average exceeds the rank count, its cores)"
+           if not ctx.on_gpu else
            "gradient reduce-scatter/all-gather over NCCL not hidden behind the backward pass at this micro-batch")
     return {"method": METHOD, "cases": [{"runs": {str(k): v for k, v in runs.items()}}], "table": table,
             "targets": [harness.target(TARGETS[0], eff, 0.9, why="" if eff >= 0.9 else why)],
